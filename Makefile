@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine:
+#   make serve   install what the server needs and start it on 127.0.0.1:8000
+#   make test    install what the tests need and run lint, type checks and the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: serve test lint typecheck unit bench clean
+
+$(PY):
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.serve-installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml constraints.txt | $(PY)
+	$(PIP) install -c constraints.txt -e '.[test]'
+	touch $@ $(VENV)/.serve-installed
+
+serve: $(VENV)/.serve-installed
+	$(PY) -m app serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.test-installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: $(VENV)/.test-installed
+	$(PY) -m mypy
+
+test: lint typecheck
+	$(PY) -m pytest
+
+bench: $(VENV)/.serve-installed
+	$(PY) -m app bench engine
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

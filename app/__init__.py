@@ -1,0 +1,1 @@
+"""kokoro-stream: a streaming text-to-speech server for Kokoro-82M on ONNX Runtime."""

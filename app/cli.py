@@ -1,0 +1,179 @@
+"""Command line: ``say``, ``voices``, ``serve`` and ``bench engine``.
+
+Every expected failure (a missing model file, an unknown voice, bad text) ends with one line on
+standard error and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.audio_formats import FORMATS, encode
+from app.errors import TTSError
+from app.settings import Settings
+from app.tts.engine import SAMPLE_RATE
+from app.tts.synthesizer import Synthesizer
+from app.tts.voices import VoiceBank
+
+EXIT_USAGE = 2
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="ONNX model file (default: embedded int8)")
+    parser.add_argument("--voices", type=Path, help="voices npz file (default: embedded)")
+    parser.add_argument("--cache-dir", type=Path, help="where the default model is assembled")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    say = commands.add_parser("say", help="synthesize text into an audio file")
+    say.add_argument("text", help="text to speak ('-' reads standard input)")
+    say.add_argument("-o", "--output", type=Path, required=True, help="output file")
+    say.add_argument("--voice", help="voice or blend, e.g. jf_alpha:0.7+jm_kumo:0.3")
+    say.add_argument("--speed", type=float, default=1.0)
+    say.add_argument(
+        "--format", choices=sorted(FORMATS), help="audio format (default: from the file suffix)"
+    )
+    _add_model_options(say)
+
+    voices = commands.add_parser("voices", help="list the available voices")
+    voices.add_argument("--voices", type=Path, help="voices npz file (default: embedded)")
+    voices.add_argument("--json", action="store_true", help="print JSON")
+
+    serve = commands.add_parser("serve", help="run the HTTP server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    _add_model_options(serve)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench_kinds = bench.add_subparsers(dest="bench_kind", required=True)
+    engine = bench_kinds.add_parser("engine", help="raw synthesis RTF and latency")
+    engine.add_argument("--runs", type=int, default=5, help="timed runs per text (after warm-up)")
+    engine.add_argument("--voice", help="voice to use (default: the default voice)")
+    engine.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    _add_model_options(engine)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Environment defaults overridden by whichever flags were given."""
+    overrides = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "model_path": getattr(args, "model", None),
+        "voices_path": getattr(args, "voices", None),
+        "cache_dir": getattr(args, "cache_dir", None),
+        "intra_op_threads": getattr(args, "threads", None),
+    }
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(Settings.from_env(), **given)
+
+
+def _format_for(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in FORMATS:
+        return suffix
+    if suffix in {"ogg", "oga"}:
+        return "opus"
+    raise ValueError(f"cannot tell the audio format from {path.name!r}; use --format")
+
+
+def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
+    text = sys.stdin.read() if args.text == "-" else args.text
+    format_name = _format_for(args.output, args.format)
+    synthesizer = Synthesizer.load(settings)
+    try:
+        result = synthesizer.speak_blocking(text, args.voice or settings.default_voice, args.speed)
+    finally:
+        synthesizer.close()
+    args.output.write_bytes(encode(result.audio, SAMPLE_RATE, format_name))
+    print(
+        f"wrote {args.output} ({result.audio_seconds:.2f} s of audio in "
+        f"{result.gen_seconds:.2f} s, RTF {result.rtf:.2f})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
+    bank = VoiceBank.load(settings.voices_path)
+    infos = bank.infos()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(info) for info in infos], indent=2))
+    else:
+        for info in infos:
+            print(f"{info.name:<20} {info.language:<8} {info.gender}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415  (only the server needs it)
+
+    from app.server import create_app  # noqa: PLC0415
+
+    synthesizer = Synthesizer.load(settings)
+    fatal: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(message: str) -> None:
+        fatal.append(message)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, synthesizer, on_fatal)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=args.log_level, lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    finally:
+        synthesizer.close()
+    if fatal:
+        print(f"error: {fatal[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from app.bench import run_engine_bench  # noqa: PLC0415
+
+    if args.runs < 1:
+        raise ValueError("--runs must be at least 1")
+    synthesizer = Synthesizer.load(settings)
+    try:
+        run_engine_bench(synthesizer, args.voice or settings.default_voice, args.runs, args.json)
+    finally:
+        synthesizer.close()
+    return 0
+
+
+COMMANDS = {"say": cmd_say, "voices": cmd_voices, "serve": cmd_serve, "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from(args)
+        return COMMANDS[args.command](args, settings)
+    except (TTSError, ValueError, OSError) as error:
+        message = error.message if isinstance(error, TTSError) else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

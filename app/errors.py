@@ -1,0 +1,67 @@
+"""Typed errors with stable codes.
+
+Every error a client or an operator can see carries a stable ``code`` (used in HTTP bodies and,
+later, in WebSocket ``error`` frames) and a one-line message that says what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class TTSError(Exception):
+    """Base class: a failure that is reported to the caller instead of crashing the server."""
+
+    code = "internal"
+    http_status = 500
+    retryable = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ModelFileError(TTSError):
+    """The model file is missing, truncated, or not a Kokoro ONNX graph."""
+
+    code = "model_file"
+
+
+class VoiceFileError(TTSError):
+    """The voices file is missing or does not hold (N, 1, 256) style packs."""
+
+    code = "voice_file"
+
+
+class UnknownVoiceError(TTSError):
+    """A requested voice is not in the loaded voice bank."""
+
+    code = "unknown_voice"
+    http_status = 400
+
+
+class BadVoiceSpecError(TTSError):
+    """A voice blend expression cannot be parsed (for example a negative weight)."""
+
+    code = "bad_voice"
+    http_status = 400
+
+
+class EmptyTextError(TTSError):
+    """The input has nothing speakable once normalised."""
+
+    code = "empty_text"
+    http_status = 400
+
+
+class TextTooLongError(TTSError):
+    """The input exceeds the configured character limit."""
+
+    code = "text_too_long"
+    http_status = 400
+
+
+class NotReadyError(TTSError):
+    """The engine is still loading or warming up."""
+
+    code = "not_ready"
+    http_status = 503
+    retryable = True

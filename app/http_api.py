@@ -1,0 +1,137 @@
+"""HTTP endpoints: OpenAI-compatible speech, voices, liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.audio_formats import FORMATS, encode
+from app.errors import TextTooLongError, TTSError
+from app.service import Phase, Service
+from app.tts.engine import SAMPLE_RATE
+from app.tts.synthesizer import MAX_SPEED, MIN_SPEED
+
+MODEL_NAMES = ("kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+"""Accepted ``model`` values: ours, and OpenAI's names so that OpenAI clients work unchanged."""
+
+ResponseFormat = Literal["wav", "pcm", "flac", "mp3", "opus"]
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's ``/v1/audio/speech`` body; unknown fields (e.g. ``instructions``) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+    model: Literal["kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"] = "kokoro"
+    input: str = Field(min_length=1)
+    voice: str | None = None
+    speed: float = Field(default=1.0, ge=MIN_SPEED, le=MAX_SPEED)
+    response_format: ResponseFormat = "wav"
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """OpenAI-style error body: ``{"error": {"code", "message"}}``."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+async def speech(request: Request) -> Response:
+    service = _service(request)
+    try:
+        body: Any = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return error_response(400, "bad_json", f"the body is not valid JSON: {error}")
+    if not isinstance(body, dict):
+        return error_response(400, "bad_json", "the body must be a JSON object")
+    try:
+        req = SpeechRequest.model_validate(body)
+    except ValidationError as error:
+        return error_response(422, "invalid_request", _describe(error))
+    limit = service.settings.max_input_chars
+    if len(req.input) > limit:
+        too_long = TextTooLongError(f"input has {len(req.input)} characters; the limit is {limit}")
+        return error_response(too_long.http_status, too_long.code, too_long.message)
+    if service.request_slots.locked():
+        return error_response(
+            503, "busy", "too many synthesis requests in progress", {"Retry-After": "1"}
+        )
+    async with service.request_slots:
+        try:
+            synthesizer = service.synthesizer
+            result = await synthesizer.speak(
+                req.input, req.voice or service.settings.default_voice, req.speed
+            )
+        except TTSError as error:
+            headers = {"Retry-After": "1"} if error.retryable else None
+            return error_response(error.http_status, error.code, error.message, headers)
+        data = await asyncio.to_thread(encode, result.audio, SAMPLE_RATE, req.response_format)
+    headers = {
+        "X-Audio-Seconds": f"{result.audio_seconds:.3f}",
+        "X-Generation-Seconds": f"{result.gen_seconds:.3f}",
+    }
+    return Response(data, media_type=FORMATS[req.response_format].media_type, headers=headers)
+
+
+async def voices(request: Request) -> Response:
+    service = _service(request)
+    try:
+        bank = service.synthesizer.voices
+    except TTSError as error:
+        return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
+    return JSONResponse(
+        {
+            "default": service.settings.default_voice,
+            "voices": [
+                {"name": info.name, "language": info.language, "gender": info.gender}
+                for info in bank.infos()
+            ],
+        }
+    )
+
+
+async def models(request: Request) -> Response:
+    return JSONResponse(
+        {"object": "list", "data": [{"id": name, "object": "model"} for name in MODEL_NAMES]}
+    )
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    service = _service(request)
+    body: dict[str, Any] = {"status": service.phase.value}
+    if service.error:
+        body["error"] = service.error
+    if service.phase is Phase.READY:
+        body["startup_seconds"] = {k: round(v, 3) for k, v in service.startup_seconds.items()}
+        return JSONResponse(body)
+    return JSONResponse(body, 503, headers={"Retry-After": "1"})
+
+
+routes = [
+    Route("/v1/audio/speech", speech, methods=["POST"]),
+    Route("/v1/voices", voices, methods=["GET"]),
+    Route("/v1/models", models, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/ready", ready, methods=["GET"]),
+]

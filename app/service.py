@@ -1,0 +1,97 @@
+"""The service's lifecycle: load the synthesizer, warm it up, report readiness.
+
+The server listens from the first moment (``/health`` answers at once) while the model loads and
+warms in the background; ``/ready`` turns 200 only when a synthesis has run end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+
+from app.errors import NotReadyError, TTSError
+from app.settings import Settings
+from app.tts.synthesizer import Synthesizer
+
+logger = logging.getLogger(__name__)
+
+
+class Phase(enum.Enum):
+    LOADING = "loading"
+    WARMING = "warming"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Service:
+    """Holds the synthesizer and the phase it is in; shared by all request handlers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        synthesizer: Synthesizer | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._synthesizer = synthesizer
+        self._on_fatal = on_fatal
+        self.phase = Phase.LOADING
+        self.error: str | None = None
+        self.startup_seconds: dict[str, float] = {}
+        self.request_slots = asyncio.Semaphore(settings.max_queued_requests)
+        self._owns_synthesizer = synthesizer is None
+        self._settled = asyncio.Event()
+
+    @property
+    def synthesizer(self) -> Synthesizer:
+        """The ready synthesizer, or ``NotReadyError`` while loading, warming or failed."""
+        if self.phase is not Phase.READY or self._synthesizer is None:
+            detail = f": {self.error}" if self.error else ""
+            raise NotReadyError(f"the model is {self.phase.value}{detail}")
+        return self._synthesizer
+
+    async def start(self) -> None:
+        """Load (unless given) and warm the synthesizer; a failure is recorded and reported."""
+        try:
+            if self._synthesizer is None:
+                started = time.perf_counter()
+                self._synthesizer = await asyncio.to_thread(Synthesizer.load, self.settings)
+                self.startup_seconds["load"] = time.perf_counter() - started
+            self.phase = Phase.WARMING
+            started = time.perf_counter()
+            synthesizer = self._synthesizer
+            await synthesizer.engine.call(partial(synthesizer.warm_up, self.settings.default_voice))
+            self.startup_seconds["warm_up"] = time.perf_counter() - started
+            self.phase = Phase.READY
+            self._settled.set()
+            logger.info(
+                "ready: %s",
+                ", ".join(f"{name} {sec:.2f} s" for name, sec in self.startup_seconds.items()),
+            )
+        except TTSError as error:
+            self._fail(error.message)
+        except Exception as error:
+            logger.exception("startup failed")
+            self._fail(f"startup failed: {error!r}")
+
+    def _fail(self, message: str) -> None:
+        self.phase = Phase.FAILED
+        self.error = message
+        self._settled.set()
+        logger.error("%s", message)
+        if self._on_fatal is not None:
+            self._on_fatal(message)
+
+    async def wait_settled(self) -> Phase:
+        """Wait until startup has either finished (ready) or failed."""
+        await self._settled.wait()
+        return self.phase
+
+    def close(self) -> None:
+        """Close the synthesizer if this service loaded it (a caller's own stays open)."""
+        if self._owns_synthesizer and self._synthesizer is not None:
+            self._synthesizer.close()

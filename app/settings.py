@@ -1,0 +1,74 @@
+"""Server settings: one frozen record, filled from the command line or ``KOKORO_*`` variables.
+
+Command-line flags win over environment variables, which win over the defaults here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "KOKORO_"
+
+
+def default_cache_dir() -> Path:
+    """Where the assembled default model is kept: ``$XDG_CACHE_HOME/kokoro-stream``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kokoro-stream"
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(ENV_PREFIX + name)
+    return value if value else None
+
+
+def _env_path(name: str) -> Path | None:
+    value = _env(name)
+    return Path(value) if value else None
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {value!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything that changes how the server loads the model and answers requests."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_path: Path | None = None
+    """A user's ONNX model; ``None`` selects the embedded int8 Kokoro model."""
+    voices_path: Path | None = None
+    """A user's voices file (npz of (510, 1, 256) packs); ``None`` selects the embedded voices."""
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    intra_op_threads: int = 2
+    """ONNX Runtime threads per inference; 0 lets ONNX Runtime pick one per core."""
+    default_voice: str = "jf_alpha"
+    max_input_chars: int = 4096
+    """Longest text accepted by ``POST /v1/audio/speech`` (OpenAI's limit)."""
+    max_queued_requests: int = 16
+    """HTTP synthesis requests admitted at once (running or waiting); more get 503 busy."""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Defaults overridden by ``KOKORO_*`` environment variables."""
+        defaults = cls()
+        return cls(
+            host=_env("HOST") or defaults.host,
+            port=_env_int("PORT", defaults.port),
+            model_path=_env_path("MODEL"),
+            voices_path=_env_path("VOICES"),
+            cache_dir=_env_path("CACHE_DIR") or defaults.cache_dir,
+            intra_op_threads=_env_int("THREADS", defaults.intra_op_threads),
+            default_voice=_env("DEFAULT_VOICE") or defaults.default_voice,
+            max_input_chars=_env_int("MAX_INPUT_CHARS", defaults.max_input_chars),
+            max_queued_requests=_env_int("MAX_QUEUED_REQUESTS", defaults.max_queued_requests),
+        )

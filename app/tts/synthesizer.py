@@ -1,0 +1,103 @@
+"""Text in, audio out: normalisation, phonemes, window splitting, voices and the engine together."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+
+from app.errors import EmptyTextError
+from app.settings import Settings
+from app.tts.chunking import Chunker, TextChunk
+from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig
+from app.tts.model_store import resolve_model
+from app.tts.normalize import normalize
+from app.tts.phonemes import Phonemizer, Tokenizer, load_vocab
+from app.tts.voices import VoiceBank
+
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
+WARM_UP_TEXT = "Hello, this is a warm-up sentence."
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    """The audio for a whole text and what it cost."""
+
+    audio: Audio
+    chunks: tuple[TextChunk, ...]
+    gen_seconds: float
+
+    @property
+    def audio_seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: compute seconds per audio second (below 1: faster than real time)."""
+        return self.gen_seconds / self.audio_seconds if len(self.audio) else math.inf
+
+
+def check_speed(speed: float) -> float:
+    if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ValueError(f"speed must be between {MIN_SPEED} and {MAX_SPEED}, got {speed}")
+    return speed
+
+
+class Synthesizer:
+    """Owns the engine, the voices and the G2P; answers whole-text synthesis requests."""
+
+    def __init__(
+        self, engine: Engine, voices: VoiceBank, phonemizer: Phonemizer, tokenizer: Tokenizer
+    ) -> None:
+        self.engine = engine
+        self.voices = voices
+        self.phonemizer = phonemizer
+        self.tokenizer = tokenizer
+        self.chunker = Chunker(phonemizer.phonemize, tokenizer.encode)
+
+    @classmethod
+    def load(cls, settings: Settings) -> Synthesizer:
+        """Build everything from settings; blocking (file I/O, hashing, session creation)."""
+        model_path = resolve_model(settings.model_path, settings.cache_dir)
+        voices = VoiceBank.load(settings.voices_path)
+        voices.check(settings.default_voice)
+        engine = Engine(EngineConfig(model_path, intra_op_threads=settings.intra_op_threads))
+        return cls(engine, voices, Phonemizer("en-us"), Tokenizer(load_vocab()))
+
+    def plan(self, text: str) -> list[TextChunk]:
+        """Normalise and split ``text`` into model calls."""
+        chunks = self.chunker.split(normalize(text).text)
+        if not chunks:
+            raise EmptyTextError("the input has no speakable text")
+        return chunks
+
+    def speak_blocking(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
+        """Synthesize a whole text on the calling thread."""
+        check_speed(speed)
+        self.voices.check(voice)
+        chunks = self.plan(text)
+        started = time.perf_counter()
+        pieces = [
+            self.engine.synthesize(chunk.tokens, self.voices.style(voice, len(chunk.tokens)), speed)
+            for chunk in chunks
+        ]
+        elapsed = time.perf_counter() - started
+        audio = np.concatenate([piece.audio for piece in pieces]).astype(np.float32, copy=False)
+        return SpeechResult(audio, tuple(chunks), elapsed)
+
+    async def speak(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
+        """Synthesize on the engine's thread; voice and speed errors are raised before queueing."""
+        check_speed(speed)
+        self.voices.check(voice)
+        return await self.engine.call(partial(self.speak_blocking, text, voice, speed))
+
+    def warm_up(self, voice: str) -> float:
+        """One synthesis so the first real request does not pay ONNX Runtime's first-run costs."""
+        return self.speak_blocking(WARM_UP_TEXT, voice).gen_seconds
+
+    def close(self) -> None:
+        self.engine.close()

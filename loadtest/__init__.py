@@ -1,0 +1,1 @@
+"""Load generators for the streaming server (the Locust file and the asyncio driver live here)."""

@@ -1,0 +1,35 @@
+"""Shared fixtures: one real synthesizer and one Whisper model per test session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings
+from app.tts.synthesizer import Synthesizer
+from tests.speech import Transcriber
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh cache directory, so the session assembles the model as a clean machine would."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
+def settings(model_cache: Path) -> Settings:
+    return Settings(cache_dir=model_cache, intra_op_threads=2)
+
+
+@pytest.fixture(scope="session")
+def synthesizer(settings: Settings) -> Iterator[Synthesizer]:
+    synth = Synthesizer.load(settings)
+    yield synth
+    synth.close()
+
+
+@pytest.fixture(scope="session")
+def transcriber() -> Transcriber:
+    return Transcriber()
