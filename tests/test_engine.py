@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from app.errors import EmptyTextError, UnknownVoiceError
 from app.tts.engine import SAMPLE_RATE, Engine, EngineConfig
 from app.tts.synthesizer import Synthesizer
+from app.tts.voices import VoiceBank
 
 pytestmark = pytest.mark.model
 
@@ -81,3 +84,20 @@ def test_errors_before_work(synthesizer: Synthesizer) -> None:
 
 def test_sample_rate_is_24k() -> None:
     assert SAMPLE_RATE == 24_000
+
+
+def test_user_voices_file_speaks_like_the_voice_it_holds(
+    synthesizer: Synthesizer, tmp_path: Path
+) -> None:
+    path = tmp_path / "voices-v1.0.bin"
+    with path.open("wb") as handle:
+        np.savez(handle, af_custom=synthesizer.voices.pack("jm_kumo"))
+    user = Synthesizer(
+        synthesizer.engine, VoiceBank.load(path), synthesizer.phonemizer, synthesizer.tokenizer
+    )
+    mine = user.speak_blocking("Good evening.", "af_custom").audio
+    np.testing.assert_array_equal(
+        mine, synthesizer.speak_blocking("Good evening.", "jm_kumo").audio
+    )
+    with pytest.raises(UnknownVoiceError, match="valid voices: af_custom"):
+        user.speak_blocking("Good evening.", "jm_kumo")

@@ -10,6 +10,7 @@ outside the model's vocabulary are dropped.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,13 @@ def load_vocab(path: Path | None = None) -> dict[str, int]:
     return {str(symbol): int(token) for symbol, token in vocab.items()}
 
 
+def _quiet_logger() -> logging.Logger:
+    """phonemizer warns about word-count mismatches it then ignores; keep only its errors."""
+    quiet = logging.getLogger(__name__ + ".espeak")
+    quiet.setLevel(logging.ERROR)
+    return quiet
+
+
 class Phonemizer:
     """Thread-safe espeak-ng front end (espeak-ng keeps global state, so calls are serialised)."""
 
@@ -85,7 +93,12 @@ class Phonemizer:
         self._configure_library()
         self.language = language
         self._backend = EspeakBackend(
-            language, preserve_punctuation=True, with_stress=True, tie="^"
+            language,
+            preserve_punctuation=True,
+            with_stress=True,
+            tie="^",
+            words_mismatch="ignore",
+            logger=_quiet_logger(),
         )
         self._lock = threading.Lock()
 
