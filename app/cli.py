@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--voice", help="voice to use (default: the default voice)")
     engine.add_argument("--json", type=Path, help="also write the JSON report to this file")
     _add_model_options(engine)
+    stream = bench_kinds.add_parser("stream", help="streamed TTFA against raw engine time")
+    stream.add_argument("--rounds", type=int, default=5, help="rounds of the three streams")
+    stream.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    _add_model_options(stream)
     return parser
 
 
@@ -134,7 +138,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     app = create_app(settings, synthesizer, on_fatal)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=args.log_level, lifespan="on"
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level,
+        lifespan="on",
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
     try:
@@ -150,6 +160,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from app.bench import run_engine_bench  # noqa: PLC0415
 
+    if args.bench_kind == "stream":
+        from app.bench_stream import run_stream_bench  # noqa: PLC0415
+
+        if args.rounds < 1:
+            raise ValueError("--rounds must be at least 1")
+        run_stream_bench(settings, args.rounds, args.json)
+        return 0
     if args.runs < 1:
         raise ValueError("--runs must be at least 1")
     synthesizer = Synthesizer.load(settings)

@@ -113,6 +113,16 @@ async def models(request: Request) -> Response:
     )
 
 
+async def stats(request: Request) -> Response:
+    """Recent streaming aggregates (time to first audio, RTF, queue depths)."""
+    service = _service(request)
+    try:
+        pipeline = service.pipeline
+    except TTSError as error:
+        return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
+    return JSONResponse(pipeline.stats())
+
+
 async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -132,6 +142,7 @@ routes = [
     Route("/v1/audio/speech", speech, methods=["POST"]),
     Route("/v1/voices", voices, methods=["GET"]),
     Route("/v1/models", models, methods=["GET"]),
+    Route("/v1/stats", stats, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
 ]

@@ -7,11 +7,16 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
 
+from app.gateway import stream_endpoint
 from app.http_api import routes
 from app.service import Service
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
+
+SHUTDOWN_SECONDS = 10.0
+"""How long the pipeline may take to drain at shutdown before it is cancelled."""
 
 
 def create_app(
@@ -24,14 +29,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        starting = asyncio.create_task(service.start(), name="service-start")
+        running = asyncio.create_task(service.run(), name="service")
         try:
             yield
         finally:
-            starting.cancel()
-            await asyncio.wait([starting])
+            service.shutdown()
+            done, _ = await asyncio.wait([running], timeout=SHUTDOWN_SECONDS)
+            if not done:
+                running.cancel()
+                await asyncio.wait([running])
             await asyncio.to_thread(service.close)
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=[*routes, WebSocketRoute("/v1/stream", stream_endpoint)], lifespan=lifespan
+    )
     app.state.service = service
     return app

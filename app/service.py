@@ -1,7 +1,8 @@
-"""The service's lifecycle: load the synthesizer, warm it up, report readiness.
+"""The service's lifecycle: load the synthesizer, warm it up, run the pipeline, report readiness.
 
 The server listens from the first moment (``/health`` answers at once) while the model loads and
-warms in the background; ``/ready`` turns 200 only when a synthesis has run end to end.
+warms in the background; ``/ready`` turns 200 only when a synthesis has run end to end and the
+streaming pipeline's actors are running.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 
 from app.errors import NotReadyError, TTSError
+from app.pipeline import Pipeline
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 
@@ -28,7 +30,7 @@ class Phase(enum.Enum):
 
 
 class Service:
-    """Holds the synthesizer and the phase it is in; shared by all request handlers."""
+    """Holds the synthesizer, the pipeline and the phase; shared by all request handlers."""
 
     def __init__(
         self,
@@ -38,13 +40,15 @@ class Service:
     ) -> None:
         self.settings = settings
         self._synthesizer = synthesizer
+        self._owns_synthesizer = synthesizer is None
         self._on_fatal = on_fatal
         self.phase = Phase.LOADING
         self.error: str | None = None
         self.startup_seconds: dict[str, float] = {}
         self.request_slots = asyncio.Semaphore(settings.max_queued_requests)
-        self._owns_synthesizer = synthesizer is None
         self._settled = asyncio.Event()
+        self._shutdown = asyncio.Event()
+        self._pipeline: Pipeline | None = None
 
     @property
     def synthesizer(self) -> Synthesizer:
@@ -54,8 +58,40 @@ class Service:
             raise NotReadyError(f"the model is {self.phase.value}{detail}")
         return self._synthesizer
 
-    async def start(self) -> None:
-        """Load (unless given) and warm the synthesizer; a failure is recorded and reported."""
+    @property
+    def pipeline(self) -> Pipeline:
+        """The running streaming pipeline, or ``NotReadyError``."""
+        if self.phase is not Phase.READY or self._pipeline is None:
+            raise NotReadyError(f"the streaming pipeline is {self.phase.value}")
+        return self._pipeline
+
+    async def run(self) -> None:
+        """Load and warm, run the pipeline until ``shutdown``, then stop its actors in order."""
+        synthesizer = await self._load_and_warm()
+        if synthesizer is None:
+            return
+        pipeline = Pipeline(synthesizer, max_lead_seconds=self.settings.max_lead_ms / 1000)
+        try:
+            async with pipeline.running():
+                self._pipeline = pipeline
+                self.phase = Phase.READY
+                self._settled.set()
+                logger.info(
+                    "ready: %s",
+                    ", ".join(f"{name} {sec:.2f} s" for name, sec in self.startup_seconds.items()),
+                )
+                await self._shutdown.wait()
+        except Exception as error:
+            logger.exception("the streaming pipeline crashed")
+            self._fail(f"the streaming pipeline crashed: {error!r}")
+        finally:
+            self._pipeline = None
+
+    def shutdown(self) -> None:
+        """Ask ``run`` to stop the pipeline and return."""
+        self._shutdown.set()
+
+    async def _load_and_warm(self) -> Synthesizer | None:
         try:
             if self._synthesizer is None:
                 started = time.perf_counter()
@@ -66,17 +102,14 @@ class Service:
             synthesizer = self._synthesizer
             await synthesizer.engine.call(partial(synthesizer.warm_up, self.settings.default_voice))
             self.startup_seconds["warm_up"] = time.perf_counter() - started
-            self.phase = Phase.READY
-            self._settled.set()
-            logger.info(
-                "ready: %s",
-                ", ".join(f"{name} {sec:.2f} s" for name, sec in self.startup_seconds.items()),
-            )
         except TTSError as error:
             self._fail(error.message)
+            return None
         except Exception as error:
             logger.exception("startup failed")
             self._fail(f"startup failed: {error!r}")
+            return None
+        return synthesizer
 
     def _fail(self, message: str) -> None:
         self.phase = Phase.FAILED

@@ -55,6 +55,14 @@ class Settings:
     max_input_chars: int = 4096
     """Longest text accepted by ``POST /v1/audio/speech`` (OpenAI's limit)."""
     max_queued_requests: int = 16
+    max_lead_ms: int = 2000
+    """Audio a stream may hold ahead of its client's playback before it stops being served."""
+    max_streams_per_connection: int = 8
+    max_stream_chars: int = 20_000
+    """Text one WebSocket stream may carry in all."""
+    max_message_bytes: int = 64 * 1024
+    idle_timeout_s: float = 60.0
+    """A connection with no stream and no message for this long is closed."""
     """HTTP synthesis requests admitted at once (running or waiting); more get 503 busy."""
 
     @classmethod
@@ -71,4 +79,11 @@ class Settings:
             default_voice=_env("DEFAULT_VOICE") or defaults.default_voice,
             max_input_chars=_env_int("MAX_INPUT_CHARS", defaults.max_input_chars),
             max_queued_requests=_env_int("MAX_QUEUED_REQUESTS", defaults.max_queued_requests),
+            max_lead_ms=_env_int("MAX_LEAD_MS", defaults.max_lead_ms),
+            max_streams_per_connection=_env_int(
+                "MAX_STREAMS_PER_CONNECTION", defaults.max_streams_per_connection
+            ),
+            max_stream_chars=_env_int("MAX_STREAM_CHARS", defaults.max_stream_chars),
+            max_message_bytes=_env_int("MAX_MESSAGE_BYTES", defaults.max_message_bytes),
+            idle_timeout_s=float(_env_int("IDLE_TIMEOUT_S", int(defaults.idle_timeout_s))),
         )

@@ -97,6 +97,10 @@ def _open_session(config: EngineConfig) -> ort.InferenceSession:
     return session
 
 
+class Aborted(Exception):
+    """An inference call was terminated on request (its stream was cancelled)."""
+
+
 class Engine:
     """One ONNX Runtime session and the single worker thread that runs it."""
 
@@ -117,9 +121,16 @@ class Engine:
         return self._session
 
     def synthesize(
-        self, tokens: Sequence[int], style: npt.NDArray[np.float32], speed: float
+        self,
+        tokens: Sequence[int],
+        style: npt.NDArray[np.float32],
+        speed: float,
+        run_options: ort.RunOptions | None = None,
     ) -> Synthesis:
-        """Blocking inference; call it through ``call`` so it runs on the engine's thread."""
+        """Blocking inference; call it through ``call`` so it runs on the engine's thread.
+
+        Setting ``run_options.terminate`` from another thread aborts the call (``Aborted``).
+        """
         if not 1 <= len(tokens) <= MAX_TOKENS:
             raise ValueError(f"a model call takes 1..{MAX_TOKENS} tokens, got {len(tokens)}")
         feed = {
@@ -128,7 +139,12 @@ class Engine:
             "speed": np.array([speed], dtype=np.float32),
         }
         started = time.perf_counter()
-        (audio,) = self._session.run([self._output], feed)
+        try:
+            (audio,) = self._session.run([self._output], feed, run_options)
+        except Exception:
+            if run_options is not None and run_options.terminate:
+                raise Aborted("inference was aborted") from None
+            raise
         elapsed = time.perf_counter() - started
         return Synthesis(np.asarray(audio, dtype=np.float32).reshape(-1), elapsed)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+import onnxruntime as ort
 
 from app.errors import EmptyTextError
 from app.settings import Settings
@@ -62,9 +63,9 @@ class Synthesizer:
     @classmethod
     def load(cls, settings: Settings) -> Synthesizer:
         """Build everything from settings; blocking (file I/O, hashing, session creation)."""
-        model_path = resolve_model(settings.model_path, settings.cache_dir)
         voices = VoiceBank.load(settings.voices_path)
         voices.check(settings.default_voice)
+        model_path = resolve_model(settings.model_path, settings.cache_dir)
         engine = Engine(EngineConfig(model_path, intra_op_threads=settings.intra_op_threads))
         return cls(engine, voices, Phonemizer("en-us"), Tokenizer(load_vocab()))
 
@@ -75,19 +76,27 @@ class Synthesizer:
             raise EmptyTextError("the input has no speakable text")
         return chunks
 
-    def speak_blocking(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
-        """Synthesize a whole text on the calling thread."""
-        check_speed(speed)
-        self.voices.check(voice)
+    def render(
+        self, text: str, voice: str, speed: float, run_options: ort.RunOptions | None = None
+    ) -> SpeechResult:
+        """Plan and synthesize ``text`` on the calling thread (no argument checks)."""
         chunks = self.plan(text)
         started = time.perf_counter()
         pieces = [
-            self.engine.synthesize(chunk.tokens, self.voices.style(voice, len(chunk.tokens)), speed)
+            self.engine.synthesize(
+                chunk.tokens, self.voices.style(voice, len(chunk.tokens)), speed, run_options
+            )
             for chunk in chunks
         ]
         elapsed = time.perf_counter() - started
         audio = np.concatenate([piece.audio for piece in pieces]).astype(np.float32, copy=False)
         return SpeechResult(audio, tuple(chunks), elapsed)
+
+    def speak_blocking(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
+        """Synthesize a whole text on the calling thread."""
+        check_speed(speed)
+        self.voices.check(voice)
+        return self.render(text, voice, speed)
 
     async def speak(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
         """Synthesize on the engine's thread; voice and speed errors are raised before queueing."""

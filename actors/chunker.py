@@ -1,0 +1,314 @@
+"""The audio chunker: one per stream, from segment audio to paced, adaptive frames.
+
+It shapes each segment (``actors.audio.shape_segment``), keeps segments in order, and sends the
+audio as frames that never cross a segment boundary, with gap-free ``seq`` and sample positions.
+Frames are paced against a model of the client's playback: at most ``max_lead_seconds`` of audio
+is sent ahead of what the client has played (from its ``played`` reports, or, without reports,
+assuming real-time playback from the first frame). The chunker tells the scheduler how much audio
+the stream holds ahead (``StreamDemand``), so a stream that is far ahead stops being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from actors.audio import SAMPLE_RATE, Encoding, FrameSizer, Samples, encode_samples, shape_segment
+from actors.base import Actor
+from actors.messages import (
+    EndMarker,
+    FlushMarker,
+    SegmentAudio,
+    SegmentFailed,
+    StreamDemand,
+    StreamFinished,
+    StreamKey,
+)
+from app import wire
+
+logger = logging.getLogger(__name__)
+
+ChunkerInput = SegmentAudio | SegmentFailed | FlushMarker | EndMarker
+SendBytes = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A shaped segment waiting to be (fully) sent."""
+
+    audio: SegmentAudio
+    samples: Samples
+    offset: int = 0
+
+
+class StreamChunker(Actor[ChunkerInput]):
+    """Frames, paces and sends one stream's audio; ends the stream with ``done``."""
+
+    def __init__(
+        self,
+        key: StreamKey,
+        *,
+        send: SendBytes,
+        demand: Callable[[StreamDemand], None],
+        finished: Callable[[StreamFinished], None],
+        encoding: Encoding = "pcm_s16le",
+        frame_sizer: FrameSizer | None = None,
+        max_lead_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name=f"chunker:{key}", mailbox_size=8)
+        self.key = key
+        self._send = send
+        self._demand = demand
+        self._finished = finished
+        self.encoding = encoding
+        self.sizer = frame_sizer or FrameSizer()
+        self.max_lead_seconds = max_lead_seconds
+        self._clock = clock
+        self._ready: dict[int, SegmentAudio] = {}
+        self._queue: deque[_Pending] = deque()
+        self._next_segment = 0
+        self._flushes: list[FlushMarker] = []
+        self._end: EndMarker | None = None
+        self._wake = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self.seq = 0
+        self.sent_samples = 0
+        self.first_sent_at: float | None = None
+        self.first_received_at: float | None = None
+        self._played: tuple[int, float] | None = None
+        self._underruns = 0
+        self._gen_seconds = 0.0
+        self.result: StreamFinished | None = None
+
+    # --- inputs ----------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self._pump = asyncio.create_task(self._run_pump(), name=f"pump:{self.key}")
+
+    async def on_stop(self) -> None:
+        await self._stop_pump()
+
+    async def _stop_pump(self) -> None:
+        if self._pump is not None and self._pump is not asyncio.current_task():
+            self._pump.cancel()
+            await asyncio.wait([self._pump])
+
+    async def handle(self, message: ChunkerInput) -> None:
+        if isinstance(message, SegmentAudio):
+            self._ready[message.job.segment.index] = message
+            if message.job.segment.index == 0:
+                self.first_received_at = message.job.received_at
+            while self._next_segment in self._ready:
+                audio = self._ready.pop(self._next_segment)
+                segment = audio.job.segment
+                shaped = shape_segment(audio.audio, segment.boundary, final=segment.final)
+                self._queue.append(_Pending(audio, shaped))
+                self._gen_seconds += audio.gen_seconds
+                self._next_segment += 1
+        elif isinstance(message, SegmentFailed):
+            await self._stop_pump()
+            await self._fail(message.code, message.message)
+            return
+        elif isinstance(message, FlushMarker):
+            self._flushes.append(message)
+        else:
+            self._end = message
+        self._wake.set()
+
+    def on_played(self, samples: int, underruns: int | None) -> None:
+        """A ``played`` report from the client: truth about its playback position."""
+        now = self._clock()
+        self._played = (min(samples, self.sent_samples), now)
+        underrun = underruns is not None and underruns > self._underruns
+        if underruns is not None:
+            self._underruns = max(self._underruns, underruns)
+        if self.sizer.on_lead(self.client_lead_seconds() * 1000, underrun):
+            self._flow_pending = True
+        self._wake.set()
+
+    # --- playback model --------------------------------------------------------------------
+
+    def played_samples(self) -> int:
+        """Samples the client has played by now (reported, or assumed real time)."""
+        now = self._clock()
+        if self._played is not None:
+            samples, at = self._played
+            estimate = samples + (now - at) * SAMPLE_RATE
+        elif self.first_sent_at is not None:
+            estimate = (now - self.first_sent_at) * SAMPLE_RATE
+        else:
+            estimate = 0
+        return int(min(estimate, self.sent_samples))
+
+    def client_lead_seconds(self) -> float:
+        """Audio sent but not yet played: what the client holds in its buffer."""
+        return (self.sent_samples - self.played_samples()) / SAMPLE_RATE
+
+    def unsent_samples(self) -> int:
+        return sum(len(p.samples) - p.offset for p in self._queue)
+
+    def lead_seconds(self) -> float:
+        """All audio ahead of the client's playback, sent or still here."""
+        return self.client_lead_seconds() + self.unsent_samples() / SAMPLE_RATE
+
+    # --- the pump --------------------------------------------------------------------------
+
+    _flow_pending = False
+
+    async def _run_pump(self) -> None:
+        """Send frames as they may go; a failure ends the stream with an error frame."""
+        try:
+            await self._pump_loop()
+        except Exception as error:
+            logger.exception("stream %s failed while sending", self.key)
+            await self._fail("internal", f"sending audio failed: {error}")
+
+    async def _fail(self, code: str, message: str) -> None:
+        if self.result is None:
+            await self._send(wire.error(code, message, stream=self.key.stream, fatal=False))
+            await self._finish("error")
+
+    async def _pump_loop(self) -> None:
+        while True:
+            await self._wait_for_wake(self._demand_recheck_seconds())
+            if self._flow_pending:
+                self._flow_pending = False
+                await self._send_flow()
+            await self._send_ready_frames()
+            self._report_demand()
+            await self._acknowledge_flushes()
+            if self._all_sent():
+                await self._finish("complete")
+                return
+
+    async def _send_ready_frames(self) -> None:
+        while self._queue:
+            lead = self.client_lead_seconds()
+            if lead >= self.max_lead_seconds:
+                self._report_demand()
+                await self._wait_for_wake(lead - self.max_lead_seconds + self.sizer.frame_ms / 1000)
+                continue
+            pending = self._queue[0]
+            count = min(self.sizer.frame_samples(), len(pending.samples) - pending.offset)
+            frame = pending.samples[pending.offset : pending.offset + count]
+            if count:  # a silent segment shapes to nothing: no empty audio frame for it
+                await self._send_frame(pending.audio, frame)
+            pending.offset += count
+            if pending.offset >= len(pending.samples):
+                self._queue.popleft()
+                await self._send_segment_done(pending)
+                await self._acknowledge_flushes()
+
+    async def _send_frame(self, audio: SegmentAudio, frame: Samples) -> None:
+        message = wire.audio(
+            self.key.stream,
+            self.seq,
+            audio.job.segment.index,
+            self.sent_samples,
+            self.encoding,
+            SAMPLE_RATE,
+            encode_samples(frame, self.encoding),
+        )
+        started = self._clock()
+        await self._send(message)
+        if self.first_sent_at is None:
+            self.first_sent_at = self._clock()
+        self.seq += 1
+        self.sent_samples += len(frame)
+        changed = self.sizer.on_send(self._clock() - started)
+        if self._played is None:
+            changed = self.sizer.on_lead(self.client_lead_seconds() * 1000, False) or changed
+        if changed or self._flow_pending:
+            self._flow_pending = False
+            await self._send_flow()
+
+    async def _send_flow(self) -> None:
+        lead_ms = round(self.client_lead_seconds() * 1000, 1)
+        await self._send(
+            wire.flow(self.key.stream, self.sizer.frame_ms, lead_ms, self.sizer.reason)
+        )
+
+    async def _send_segment_done(self, pending: _Pending) -> None:
+        segment = pending.audio.job.segment
+        await self._send(
+            wire.segment(
+                self.key.stream,
+                segment.index,
+                segment.text,
+                segment.char_start,
+                segment.char_end,
+                len(pending.samples),
+                round(pending.audio.gen_seconds * 1000, 1),
+                pending.audio.provider,
+            )
+        )
+
+    async def _wait_for_wake(self, at_most: float | None) -> None:
+        """Until something arrives (audio, a report, a marker), or ``at_most`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=at_most)
+        self._wake.clear()
+
+    def _demand_recheck_seconds(self) -> float | None:
+        """While the stream holds too much audio to be served, when to tell the scheduler again.
+
+        The scheduler holds a stream that reported a lead above ``max_lead_seconds``; as the
+        client plays, the lead shrinks without any message arriving here, so the chunker wakes
+        itself when it should have fallen below the bound and reports it.
+        """
+        if self._all_sent():
+            return None
+        excess = self.lead_seconds() - self.max_lead_seconds
+        return excess + 0.01 if excess >= 0 else None
+
+    def _report_demand(self) -> None:
+        self._demand(StreamDemand(self.key, self.lead_seconds(), self._clock()))
+
+    async def _acknowledge_flushes(self) -> None:
+        sent_through = self._next_segment - len(self._queue) - 1
+        while self._flushes and self._flushes[0].after_segment <= sent_through:
+            marker = self._flushes.pop(0)
+            await self._send(wire.flushed(self.key.stream, marker.flush_id))
+
+    def _all_sent(self) -> bool:
+        end = self._end
+        return end is not None and not self._queue and self._next_segment >= end.segments
+
+    def ttfa_seconds(self) -> float | None:
+        if self.first_sent_at is None or self.first_received_at is None:
+            return None
+        return self.first_sent_at - self.first_received_at
+
+    def summary(self, reason: str) -> StreamFinished:
+        """The stream's figures so far, as they go into ``done`` and the metrics."""
+        return StreamFinished(
+            self.key,
+            reason,
+            self.sent_samples,
+            self.ttfa_seconds(),
+            self._gen_seconds,
+            self.sent_samples / SAMPLE_RATE,
+        )
+
+    async def _finish(self, reason: str) -> None:
+        self.result = self.summary(reason)
+        await self._send(done_message(self.result))
+        self._finished(self.result)
+
+
+def done_message(result: StreamFinished) -> bytes:
+    """The wire ``done`` frame for a finished stream."""
+    ttfa, rtf = result.ttfa_seconds, result.rtf
+    return wire.done(
+        result.key.stream,
+        result.reason,
+        result.samples,
+        None if ttfa is None else round(ttfa * 1000, 1),
+        None if rtf is None else round(rtf, 4),
+    )

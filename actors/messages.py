@@ -1,0 +1,157 @@
+"""Every message the pipeline's actors exchange: frozen, slotted dataclasses.
+
+Three kinds: control messages (travel on an actor's control lane and never wait behind data),
+data messages (text, segment jobs, audio) and events (observations for the metrics actor).
+These are internal; the wire format lives in ``app.wire``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from actors.segmentation import TextSegment
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StreamKey:
+    """A stream is named by the client, unique within its connection."""
+
+    session: str
+    stream: str
+
+    def __str__(self) -> str:
+        return f"{self.session}/{self.stream}"
+
+
+# --- control ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CancelStream:
+    """Drop the stream's queued work and abort its in-flight inference where possible."""
+
+    key: StreamKey
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerIdle:
+    """An inference actor finished its job and can take another."""
+
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDemand:
+    """The stream's client is running low (or not): re-evaluate whether its next job may run.
+
+    ``lead_seconds`` is the audio the client holds ahead of playback at ``at`` (monotonic).
+    """
+
+    key: StreamKey
+    lead_seconds: float
+    at: float
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TextIn:
+    text: str
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FlushIn:
+    flush_id: str | int | None
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndIn:
+    received_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentJob:
+    """One segment to synthesize. ``received_at`` is when the text that completed it arrived."""
+
+    key: StreamKey
+    segment: TextSegment
+    voice: str
+    speed: float
+    received_at: float
+    deadline: float = 0.0
+    queued_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SegmentAudio:
+    """A segment's raw model audio and what it cost."""
+
+    job: SegmentJob
+    audio: npt.NDArray[np.float32]
+    gen_seconds: float
+    queue_seconds: float
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentFailed:
+    job: SegmentJob
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FlushMarker:
+    """Acknowledge ``flush_id`` once every segment up to ``after_segment`` has been sent."""
+
+    flush_id: str | int | None
+    after_segment: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndMarker:
+    """The stream has no more text; ``segments`` is how many segments it produced in all."""
+
+    segments: int
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentGenerated:
+    key: StreamKey
+    segment: int
+    gen_seconds: float
+    queue_seconds: float
+    audio_seconds: float
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFinished:
+    key: StreamKey
+    reason: str
+    samples: int
+    ttfa_seconds: float | None
+    gen_seconds: float
+    audio_seconds: float
+
+    @property
+    def rtf(self) -> float | None:
+        return self.gen_seconds / self.audio_seconds if self.audio_seconds > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    key: StreamKey
+    at: float = field(default=0.0)
+
+
+Event = SegmentGenerated | StreamFinished | StreamStarted

@@ -1,0 +1,88 @@
+"""The metrics actor: observes pipeline events without ever slowing the audio path.
+
+Producers call ``observe`` (never blocks: when the mailbox is full the event is counted as
+dropped). The actor keeps recent per-stream figures (time to first audio, real-time factor) and
+segment generation times, and serves aggregates for ``GET /v1/stats``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, deque
+from typing import Any
+
+from actors.base import Actor, ActorClosed, MailboxFull
+from actors.messages import Event, SegmentGenerated, StreamFinished, StreamStarted
+
+RECENT = 500
+
+
+def _percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 1)
+
+
+class MetricsActor(Actor[Event]):
+    """Aggregates stream and segment events."""
+
+    def __init__(self, mailbox_size: int = 1024) -> None:
+        super().__init__(name="metrics", mailbox_size=mailbox_size)
+        self.dropped = 0
+        self.active = 0
+        self.started = 0
+        self.finished: Counter[str] = Counter()
+        self._ttfa: deque[float] = deque(maxlen=RECENT)
+        self._rtf: deque[float] = deque(maxlen=RECENT)
+        self._gen: deque[float] = deque(maxlen=RECENT)
+        self._queue_wait: deque[float] = deque(maxlen=RECENT)
+        self.providers: Counter[str] = Counter()
+
+    def observe(self, event: Event) -> None:
+        """Record an event later; never blocks and never raises."""
+        try:
+            self.send_nowait(event)
+        except (MailboxFull, ActorClosed):
+            self.dropped += 1
+
+    async def handle(self, message: Event) -> None:
+        if isinstance(message, StreamStarted):
+            self.started += 1
+            self.active += 1
+        elif isinstance(message, SegmentGenerated):
+            self._gen.append(message.gen_seconds)
+            self._queue_wait.append(message.queue_seconds)
+            self.providers[message.provider] += 1
+        elif isinstance(message, StreamFinished):
+            self.active -= 1
+            self.finished[message.reason] += 1
+            if message.ttfa_seconds is not None:
+                self._ttfa.append(message.ttfa_seconds)
+            if message.rtf is not None:
+                self._rtf.append(message.rtf)
+
+    def snapshot(self) -> dict[str, Any]:
+        def quantiles(values: deque[float]) -> dict[str, float | None]:
+            recent = list(values)
+            return {"p50": _ms(_percentile(recent, 0.5)), "p95": _ms(_percentile(recent, 0.95))}
+
+        return {
+            "streams": {
+                "active": self.active,
+                "started": self.started,
+                "finished": dict(self.finished),
+            },
+            "ttfa_ms": quantiles(self._ttfa),
+            "rtf_mean": round(statistics.fmean(self._rtf), 4) if self._rtf else None,
+            "segment_gen_ms": quantiles(self._gen),
+            "queue_wait_ms": quantiles(self._queue_wait),
+            "segments_by_provider": dict(self.providers),
+            "events_dropped": self.dropped,
+            "window": RECENT,
+        }

@@ -1,0 +1,113 @@
+"""The scheduler: one for the server, ordering inference jobs across streams by deadline.
+
+A stream's next segment is due when its client would run out of audio: for a new stream that is
+now, for a stream whose client holds ``lead`` seconds of audio it is ``lead`` seconds from the
+last report. Idle inference actors always take the job with the earliest deadline, so a new
+stream's first words overtake the tail of a long one.
+
+A stream has at most one job in flight, and a stream whose chunker reports enough audio ahead of
+its client (``StreamDemand`` with a lead above ``max_lead_seconds``) is not served at all until it
+reports otherwise: a slow or paused client costs neither compute nor memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+from actors.base import Actor
+from actors.inference import InferenceActor
+from actors.messages import CancelStream, SegmentJob, StreamDemand, StreamKey, WorkerIdle
+
+
+@dataclass(slots=True)
+class _StreamQueue:
+    jobs: deque[SegmentJob] = field(default_factory=deque)
+    lead_seconds: float = 0.0
+    lead_at: float = 0.0
+    in_flight: bool = False
+
+    @property
+    def deadline(self) -> float:
+        return self.lead_at + self.lead_seconds
+
+
+class Scheduler(Actor[SegmentJob]):
+    """Earliest-deadline-first dispatch of segment jobs to idle inference actors."""
+
+    def __init__(
+        self,
+        workers: Sequence[InferenceActor],
+        *,
+        max_lead_seconds: float = 2.0,
+        mailbox_size: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="scheduler", mailbox_size=mailbox_size)
+        self._workers = {worker.name: worker for worker in workers}
+        self._idle: deque[str] = deque(self._workers)
+        self._busy: dict[str, StreamKey] = {}
+        self._streams: dict[StreamKey, _StreamQueue] = {}
+        self.max_lead_seconds = max_lead_seconds
+        self._clock = clock
+
+    @property
+    def queued_jobs(self) -> int:
+        return sum(len(state.jobs) for state in self._streams.values())
+
+    def _stream(self, key: StreamKey) -> _StreamQueue:
+        state = self._streams.get(key)
+        if state is None:
+            state = self._streams[key] = _StreamQueue(lead_at=self._clock())
+        return state
+
+    async def handle(self, job: SegmentJob) -> None:
+        state = self._stream(job.key)
+        if not state.jobs and not state.in_flight and state.lead_seconds == 0.0:
+            state.lead_at = job.received_at
+        state.jobs.append(replace(job, queued_at=self._clock()))
+        await self._dispatch()
+
+    async def handle_control(self, message: object) -> None:
+        if isinstance(message, WorkerIdle):
+            key = self._busy.pop(message.worker, None)
+            if key is not None and key in self._streams:
+                self._streams[key].in_flight = False
+            self._idle.append(message.worker)
+        elif isinstance(message, StreamDemand):
+            state = self._stream(message.key)
+            state.lead_seconds, state.lead_at = message.lead_seconds, message.at
+        elif isinstance(message, CancelStream):  # also sent when a stream ends normally
+            self._streams.pop(message.key, None)
+            # A job of the cancelled stream still running must not, when its worker reports
+            # idle, free a new stream that reuses the key.
+            for name in [name for name, key in self._busy.items() if key == message.key]:
+                del self._busy[name]
+            for worker in self._workers.values():
+                worker.abort(message.key)
+        await self._dispatch()
+
+    def _next(self) -> tuple[StreamKey, _StreamQueue] | None:
+        eligible = [
+            (state.deadline, key, state)
+            for key, state in self._streams.items()
+            if state.jobs and not state.in_flight and state.lead_seconds < self.max_lead_seconds
+        ]
+        if not eligible:
+            return None
+        _, key, state = min(eligible, key=lambda item: (item[0], item[1]))
+        return key, state
+
+    async def _dispatch(self) -> None:
+        while self._idle:
+            picked = self._next()
+            if picked is None:
+                return
+            key, state = picked
+            job = state.jobs.popleft()
+            state.in_flight = True
+            worker = self._workers[self._idle.popleft()]
+            self._busy[worker.name] = key
+            worker.send_nowait(replace(job, deadline=state.deadline))

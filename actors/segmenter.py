@@ -1,0 +1,55 @@
+"""The text segmenter actor: one per stream, text pieces in, segment jobs out.
+
+The cutting rules live in ``actors.segmentation`` (pure and synchronous); this actor stamps each
+segment with the arrival time of the message that completed it (where time to first audio starts),
+hands jobs to the scheduler and tells the stream's chunker about flushes and the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from actors.base import Actor
+from actors.messages import EndIn, EndMarker, FlushIn, FlushMarker, SegmentJob, StreamKey, TextIn
+from actors.segmentation import Segmenter, SegmenterPolicy, TextSegment
+
+SegmenterInput = TextIn | FlushIn | EndIn
+
+
+class SegmenterActor(Actor[SegmenterInput]):
+    """Feeds one stream's text through a ``Segmenter`` and submits what it cuts."""
+
+    def __init__(
+        self,
+        key: StreamKey,
+        *,
+        voice: str,
+        speed: float,
+        submit: Callable[[SegmentJob], Awaitable[None]],
+        mark: Callable[[FlushMarker | EndMarker], Awaitable[None]],
+        policy: SegmenterPolicy | None = None,
+        mailbox_size: int = 64,
+    ) -> None:
+        super().__init__(name=f"segmenter:{key}", mailbox_size=mailbox_size)
+        self.key = key
+        self.voice = voice
+        self.speed = speed
+        self._submit = submit
+        self._mark = mark
+        self.segmenter = Segmenter(policy or SegmenterPolicy())
+        self.segments = 0
+
+    async def _emit(self, segments: list[TextSegment], received_at: float) -> None:
+        for segment in segments:
+            await self._submit(SegmentJob(self.key, segment, self.voice, self.speed, received_at))
+            self.segments += 1
+
+    async def handle(self, message: SegmenterInput) -> None:
+        if isinstance(message, TextIn):
+            await self._emit(self.segmenter.feed(message.text), message.received_at)
+        elif isinstance(message, FlushIn):
+            await self._emit(self.segmenter.flush(), message.received_at)
+            await self._mark(FlushMarker(message.flush_id, self.segments - 1))
+        else:
+            await self._emit(self.segmenter.end(), message.received_at)
+            await self._mark(EndMarker(self.segments))

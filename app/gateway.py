@@ -1,0 +1,258 @@
+"""The WebSocket gateway: protocol v1 on ``/v1/stream``.
+
+One ``Connection`` per socket. It decodes client messages (``app.wire``), runs each stream's
+segmenter and chunker actors under the connection's own supervisor, and serialises every write to
+the socket. Bad input is answered with an ``error`` frame and never ends the connection's other
+streams; a disconnect cancels the connection's streams and frees their work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import cast
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from actors.audio import ENCODINGS, Encoding, FrameSizer
+from actors.chunker import StreamChunker, done_message
+from actors.messages import EndIn, FlushIn, StreamFinished, StreamKey, StreamStarted, TextIn
+from actors.segmenter import SegmenterActor
+from actors.supervisor import Supervisor
+from app import wire
+from app.errors import TTSError
+from app.pipeline import Pipeline
+from app.service import Service
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_OVERLOADED = 1013
+
+
+@dataclass(slots=True)
+class _Stream:
+    key: StreamKey
+    segmenter: SegmenterActor
+    chunker: StreamChunker
+    chars: int = 0
+    ended: bool = False
+
+
+class Connection:
+    """One client socket, carrying up to ``max_streams_per_connection`` streams."""
+
+    def __init__(self, websocket: WebSocket, pipeline: Pipeline, settings: Settings) -> None:
+        self.websocket = websocket
+        self.pipeline = pipeline
+        self.settings = settings
+        self.session = uuid.uuid4().hex[:12]
+        self._streams: dict[str, _Stream] = {}
+        self._write_lock = asyncio.Lock()
+        self._closed = False
+        self._finished: asyncio.Queue[StreamKey] = asyncio.Queue(
+            maxsize=settings.max_streams_per_connection + 1
+        )
+        self._supervisor: Supervisor | None = None
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        """Write one binary frame; after a disconnect, writes are dropped silently."""
+        if self._closed:
+            return
+        async with self._write_lock:
+            try:
+                await self.websocket.send_bytes(data)
+            except (OSError, RuntimeError, WebSocketDisconnect):
+                self._closed = True
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def limits(self) -> dict[str, float | int]:
+        return {
+            "max_streams": self.settings.max_streams_per_connection,
+            "max_text_chars": self.settings.max_stream_chars,
+            "max_message_bytes": self.settings.max_message_bytes,
+            "idle_timeout_s": self.settings.idle_timeout_s,
+            "max_lead_ms": self.settings.max_lead_ms,
+        }
+
+    async def run(self) -> None:
+        await self.send(
+            wire.ready(
+                self.session,
+                self.limits(),
+                list(ENCODINGS),
+                self.pipeline.synthesizer.voices.names,
+            )
+        )
+        async with Supervisor(name=f"connection:{self.session}", drain_timeout=2.0) as sup:
+            self._supervisor = sup
+            reaper = asyncio.create_task(self._reap_finished(), name=f"reaper:{self.session}")
+            try:
+                await self._receive_loop()
+            finally:
+                self._closed = True
+                for stream in list(self._streams.values()):
+                    await self._drop(stream)
+                reaper.cancel()
+                await asyncio.wait([reaper])
+
+    async def _receive_loop(self) -> None:
+        while True:
+            timeout = None if self._streams else self.settings.idle_timeout_s
+            try:
+                message = await asyncio.wait_for(self.websocket.receive(), timeout=timeout)
+            except TimeoutError:
+                await self.send(wire.error("idle_timeout", "no activity", fatal=True))
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(CLOSE_NORMAL)
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            received_at = time.monotonic()
+            data = message.get("bytes")
+            if data is None:
+                data = message.get("text") or ""
+            try:
+                decoded = wire.decode_client(data, max_bytes=self.settings.max_message_bytes)
+                await self._dispatch(decoded, received_at)
+            except TTSError as error:
+                stream = getattr(error, "stream", None)
+                await self.send(wire.error(error.code, error.message, stream=stream))
+
+    # --- messages --------------------------------------------------------------------------
+
+    def _stream(self, name: str) -> _Stream:
+        stream = self._streams.get(name)
+        if stream is None:
+            raise wire.ProtocolError("unknown_stream", f"no open stream {name!r}", stream=name)
+        return stream
+
+    async def _dispatch(self, message: wire.ClientMessage, received_at: float) -> None:
+        if isinstance(message, wire.Start):
+            await self._start(message, received_at)
+        elif isinstance(message, wire.Text):
+            stream = self._open_stream(message.stream)
+            if stream.chars + len(message.text) > self.settings.max_stream_chars:
+                raise wire.ProtocolError(
+                    "text_too_long",
+                    f"a stream carries at most {self.settings.max_stream_chars} characters",
+                    stream=message.stream,
+                )
+            stream.chars += len(message.text)
+            await stream.segmenter.send(TextIn(message.text, received_at))
+            if message.flush:
+                await stream.segmenter.send(FlushIn(None, received_at))
+        elif isinstance(message, wire.Flush):
+            stream = self._open_stream(message.stream)
+            await stream.segmenter.send(FlushIn(message.flush_id, received_at))
+        elif isinstance(message, wire.End):
+            stream = self._open_stream(message.stream)
+            stream.ended = True
+            await stream.segmenter.send(EndIn(received_at))
+        elif isinstance(message, wire.Cancel):
+            await self._cancel(self._stream(message.stream))
+        elif isinstance(message, wire.Played):
+            self._stream(message.stream).chunker.on_played(message.samples, message.underruns)
+        else:
+            await self.send(wire.pong(message.t))
+
+    def _open_stream(self, name: str) -> _Stream:
+        stream = self._stream(name)
+        if stream.ended:
+            raise wire.ProtocolError("stream_ended", f"stream {name!r} has ended", stream=name)
+        return stream
+
+    async def _start(self, message: wire.Start, received_at: float) -> None:
+        if message.stream in self._streams:
+            raise wire.ProtocolError(
+                "stream_exists", f"stream {message.stream!r} is already open", stream=message.stream
+            )
+        if len(self._streams) >= self.settings.max_streams_per_connection:
+            raise wire.ProtocolError(
+                "too_many_streams",
+                f"at most {self.settings.max_streams_per_connection} streams per connection",
+                stream=message.stream,
+            )
+        voice = message.voice or self.settings.default_voice
+        try:
+            self.pipeline.synthesizer.voices.check(voice)
+        except TTSError as error:
+            raise wire.ProtocolError(error.code, error.message, stream=message.stream) from None
+        key = StreamKey(self.session, message.stream)
+        sizer = FrameSizer.fixed_at(message.frame_ms) if message.frame_ms else FrameSizer()
+        chunker = StreamChunker(
+            key,
+            send=self.send,
+            demand=self.pipeline.scheduler.control,
+            finished=self._on_finished,
+            encoding=cast(Encoding, message.encoding),  # validated by the wire decoder
+            frame_sizer=sizer,
+            max_lead_seconds=self.pipeline.max_lead_seconds,
+        )
+        segmenter = SegmenterActor(
+            key,
+            voice=voice,
+            speed=message.speed,
+            submit=self.pipeline.scheduler.send,
+            mark=chunker.send,
+        )
+        assert self._supervisor is not None
+        await self._supervisor.start(chunker)
+        await self._supervisor.start(segmenter)
+        self.pipeline.register(key, chunker)
+        self._streams[message.stream] = _Stream(key, segmenter, chunker)
+        self.pipeline.metrics.observe(StreamStarted(key, received_at))
+
+    def _on_finished(self, result: StreamFinished) -> None:
+        """The chunker sent ``done``: observe it and let the reaper free the stream."""
+        self.pipeline.metrics.observe(result)
+        self._finished.put_nowait(result.key)
+
+    async def _reap_finished(self) -> None:
+        while True:
+            key = await self._finished.get()
+            stream = self._streams.get(key.stream)
+            if stream is not None and stream.key == key:
+                await self._drop(stream)
+
+    async def _drop(self, stream: _Stream) -> None:
+        """Stop a stream's actors at once and forget it (no ``done`` is sent here)."""
+        self._streams.pop(stream.key.stream, None)
+        stream.segmenter.stop(drain=False)
+        stream.chunker.stop(drain=False)
+        if self._supervisor is not None:
+            await self._supervisor.stop_actor(stream.segmenter)
+            await self._supervisor.stop_actor(stream.chunker)
+        self.pipeline.release(stream.key)  # last: nothing of the stream can reach it after this
+
+    async def _cancel(self, stream: _Stream) -> None:
+        await self._drop(stream)
+        if stream.chunker.result is None:  # not already finished on its own
+            result = stream.chunker.summary("cancelled")
+            self.pipeline.metrics.observe(result)
+            await self.send(done_message(result))
+
+
+async def stream_endpoint(websocket: WebSocket) -> None:
+    """``GET /v1/stream``: accept, speak protocol v1 until the client leaves."""
+    service: Service = websocket.app.state.service
+    offered = websocket.scope.get("subprotocols") or []
+    subprotocol = wire.SUBPROTOCOL if wire.SUBPROTOCOL in offered else None
+    await websocket.accept(subprotocol=subprotocol)
+    try:
+        pipeline = service.pipeline
+    except TTSError as error:
+        await websocket.send_bytes(
+            wire.error(error.code, error.message, fatal=True, retry_after_ms=1000)
+        )
+        await websocket.close(CLOSE_OVERLOADED)
+        return
+    await Connection(websocket, pipeline, service.settings).run()

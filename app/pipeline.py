@@ -1,0 +1,111 @@
+"""The server-wide half of the streaming pipeline: scheduler, inference actors, metrics.
+
+Per-stream actors (segmenter, chunker) belong to their WebSocket connection; they reach the
+shared actors through this object, which also routes each segment's audio back to the chunker of
+the stream it belongs to (a stream that was cancelled meanwhile simply gets nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from actors.base import ActorClosed
+from actors.chunker import StreamChunker
+from actors.inference import InferenceActor
+from actors.messages import (
+    CancelStream,
+    SegmentAudio,
+    SegmentFailed,
+    SegmentGenerated,
+    StreamKey,
+    WorkerIdle,
+)
+from actors.metrics import MetricsActor
+from actors.scheduler import Scheduler
+from actors.supervisor import Supervisor
+from app.tts.engine import SAMPLE_RATE
+from app.tts.synthesizer import Synthesizer
+
+
+class Pipeline:
+    """Owns the shared actors and the registry of live streams' chunkers."""
+
+    def __init__(self, synthesizer: Synthesizer, *, max_lead_seconds: float) -> None:
+        self.synthesizer = synthesizer
+        self.metrics = MetricsActor()
+        self.workers = [
+            InferenceActor("inference:cpu-0", synthesizer, self._deliver, self._worker_idle)
+        ]
+        self.scheduler = Scheduler(self.workers, max_lead_seconds=max_lead_seconds)
+        self.max_lead_seconds = max_lead_seconds
+        self._chunkers: dict[StreamKey, StreamChunker] = {}
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Pipeline]:
+        """Start metrics, inference actors and scheduler; stop them in reverse order."""
+        async with Supervisor(name="pipeline", drain_timeout=5.0) as supervisor:
+            await supervisor.start(self.metrics)
+            for worker in self.workers:
+                await supervisor.start(worker)
+            await supervisor.start(self.scheduler)
+            yield self
+
+    @property
+    def active_streams(self) -> int:
+        return len(self._chunkers)
+
+    def stats(self) -> dict[str, Any]:
+        """Metrics aggregates plus the live state of queues and streams."""
+        streams = {
+            str(key): {
+                "buffered_ms": round(chunker.unsent_samples() / SAMPLE_RATE * 1000, 1),
+                "client_lead_ms": round(chunker.client_lead_seconds() * 1000, 1),
+                "frame_ms": chunker.sizer.frame_ms,
+                "sent_samples": chunker.sent_samples,
+            }
+            for key, chunker in self._chunkers.items()
+        }
+        return {
+            **self.metrics.snapshot(),
+            "scheduler": {
+                "queued_jobs": self.scheduler.queued_jobs,
+                "mailbox_depth": self.scheduler.mailbox_depth,
+            },
+            "inference": {
+                worker.name: {"mailbox_depth": worker.mailbox_depth} for worker in self.workers
+            },
+            "live_streams": streams,
+        }
+
+    def register(self, key: StreamKey, chunker: StreamChunker) -> None:
+        self._chunkers[key] = chunker
+
+    def release(self, key: StreamKey) -> None:
+        """Forget a stream and drop whatever the scheduler still holds for it."""
+        self._chunkers.pop(key, None)
+        with contextlib.suppress(ActorClosed):
+            self.scheduler.control(CancelStream(key))
+
+    def _worker_idle(self, worker: str) -> None:
+        with contextlib.suppress(ActorClosed):
+            self.scheduler.control(WorkerIdle(worker))
+
+    async def _deliver(self, outcome: SegmentAudio | SegmentFailed) -> None:
+        key = outcome.job.key
+        if isinstance(outcome, SegmentAudio):
+            self.metrics.observe(
+                SegmentGenerated(
+                    key,
+                    outcome.job.segment.index,
+                    outcome.gen_seconds,
+                    outcome.queue_seconds,
+                    len(outcome.audio) / SAMPLE_RATE,
+                    outcome.provider,
+                )
+            )
+        chunker = self._chunkers.get(key)
+        if chunker is not None:
+            with contextlib.suppress(ActorClosed):
+                await chunker.send(outcome)

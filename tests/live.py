@@ -1,0 +1,162 @@
+"""A real server on loopback for integration tests, and a small protocol-v1 test client."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgpack
+import numpy as np
+import numpy.typing as npt
+import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+
+from app import wire
+from app.server import create_app
+from app.settings import Settings
+from app.tts.synthesizer import Synthesizer
+
+
+@contextmanager
+def live_server(settings: Settings, synthesizer: Synthesizer) -> Iterator[str]:
+    """Run uvicorn with the given synthesizer in a thread; yields ``http://127.0.0.1:PORT``."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings, synthesizer),
+        log_level="warning",
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:  # another thread's event loop: readiness can only be polled
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+            time.sleep(0.05)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@dataclass
+class StreamLog:
+    """Everything one stream received, with client-side arrival times."""
+
+    name: str
+    started_at: float = 0.0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+
+    @property
+    def audio(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == "audio"]
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["type"] == kind]
+
+    @property
+    def done(self) -> dict[str, Any] | None:
+        found = self.of_type("done")
+        return found[0] if found else None
+
+    def first_audio_at(self) -> float | None:
+        for message, at in zip(self.messages, self.arrivals, strict=True):
+            if message["type"] == "audio":
+                return at
+        return None
+
+    def pcm(self) -> bytes:
+        return b"".join(m["data"] for m in self.audio)
+
+    def samples(self) -> npt.NDArray[np.float32]:
+        return np.frombuffer(self.pcm(), dtype="<i2").astype(np.float32) / 32767.0
+
+    def assert_contiguous(self) -> None:
+        frames = self.audio
+        assert [m["seq"] for m in frames] == list(range(len(frames)))
+        position = 0
+        for message in frames:
+            assert message["pos"] == position
+            position += len(message["data"]) // 2
+        done = self.done
+        assert done is not None and done["samples"] == position
+
+
+class Client:
+    """A protocol-v1 connection that files incoming messages by stream."""
+
+    def __init__(self, ws: ClientConnection, ready: dict[str, Any], report_played: bool) -> None:
+        self.ws = ws
+        self.ready = ready
+        self.report_played = report_played
+        """Report every received frame as played at once, like a client that saves to a file
+        rather than playing in real time: the server then sends as fast as it synthesizes."""
+        self.streams: dict[str, StreamLog] = {}
+        self.errors: list[dict[str, Any]] = []
+        self.other: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, base: str, *, report_played: bool = False, **kwargs: Any) -> Client:
+        ws = await connect(
+            base.replace("http", "ws") + "/v1/stream",
+            subprotocols=[wire.SUBPROTOCOL],  # type: ignore[list-item]
+            max_size=2**22,
+            **kwargs,
+        )
+        ready = wire.decode_server(await ws.recv(decode=False))
+        assert ready["type"] == "ready"
+        return cls(ws, ready, report_played)
+
+    async def send(self, **message: Any) -> None:
+        await self.ws.send(msgpack.packb(message, use_bin_type=True))
+
+    async def start(self, stream: str, **options: Any) -> StreamLog:
+        log = self.streams[stream] = StreamLog(stream, started_at=time.monotonic())
+        await self.send(type="start", stream=stream, **options)
+        return log
+
+    async def receive_one(self) -> dict[str, Any]:
+        message = wire.decode_server(await self.ws.recv(decode=False))
+        stream = message.get("stream")
+        if message["type"] == "error":
+            self.errors.append(message)
+        if stream in self.streams and message["type"] != "error":
+            self.streams[stream].messages.append(message)
+            self.streams[stream].arrivals.append(time.monotonic())
+            if self.report_played and message["type"] == "audio":
+                played = message["pos"] + len(message["data"]) // 2
+                await self.send(type="played", stream=stream, samples=played)
+        elif message["type"] != "error":
+            self.other.append(message)
+        return message
+
+    async def until_done(self, *streams: str) -> None:
+        while any(self.streams[name].done is None for name in streams):
+            await self.receive_one()
+
+    async def next_error(self) -> dict[str, Any]:
+        count = len(self.errors)
+        while len(self.errors) == count:
+            await self.receive_one()
+        return self.errors[-1]
+
+    async def close(self) -> None:
+        await self.ws.close()

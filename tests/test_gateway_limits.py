@@ -1,0 +1,73 @@
+"""Connection limits, in process through Starlette's TestClient (the real pipeline and model)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgpack
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from app import wire
+from app.server import create_app
+from app.service import Phase, Service
+from app.settings import Settings
+from app.tts.synthesizer import Synthesizer
+
+pytestmark = pytest.mark.model
+
+
+@contextmanager
+def client_for(settings: Settings, synthesizer: Synthesizer) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, synthesizer)) as client:
+        service: Service = client.app.state.service  # type: ignore[attr-defined]
+        assert client.portal is not None
+        assert client.portal.call(service.wait_settled) is Phase.READY
+        yield client
+
+
+def pack(**message: Any) -> bytes:
+    return bytes(msgpack.packb(message, use_bin_type=True))
+
+
+def test_a_message_over_the_size_limit_is_refused(
+    settings: Settings, synthesizer: Synthesizer
+) -> None:
+    small = dataclasses.replace(settings, max_message_bytes=1024)
+    with client_for(small, synthesizer) as client, client.websocket_connect("/v1/stream") as ws:
+        ready = wire.decode_server(ws.receive_bytes())
+        assert ready["limits"]["max_message_bytes"] == 1024
+        ws.send_bytes(pack(type="text", stream="a", text="x" * 2000))
+        error = wire.decode_server(ws.receive_bytes())
+        assert error["code"] == "too_big"
+        ws.send_bytes(pack(type="ping", t=7))
+        assert wire.decode_server(ws.receive_bytes()) == {"type": "pong", "t": 7}
+
+
+def test_an_idle_connection_is_closed(settings: Settings, synthesizer: Synthesizer) -> None:
+    quick = dataclasses.replace(settings, idle_timeout_s=0.2)
+    with client_for(quick, synthesizer) as client, client.websocket_connect("/v1/stream") as ws:
+        wire.decode_server(ws.receive_bytes())
+        error = wire.decode_server(ws.receive_bytes())  # nothing sent: the timeout fires
+        assert error["code"] == "idle_timeout" and error["fatal"] is True
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_bytes()
+        assert closed.value.code == 1000
+
+
+def test_stream_limit_and_subprotocol(settings: Settings, synthesizer: Synthesizer) -> None:
+    two = dataclasses.replace(settings, max_streams_per_connection=2)
+    with (
+        client_for(two, synthesizer) as client,
+        client.websocket_connect("/v1/stream", subprotocols=["tts.v1"]) as ws,
+    ):
+        assert ws.accepted_subprotocol == "tts.v1"
+        assert wire.decode_server(ws.receive_bytes())["limits"]["max_streams"] == 2
+        for name in ("a", "b", "c"):
+            ws.send_bytes(pack(type="start", stream=name))
+        error = wire.decode_server(ws.receive_bytes())
+        assert (error["code"], error["stream"]) == ("too_many_streams", "c")

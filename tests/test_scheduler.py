@@ -1,0 +1,243 @@
+"""The scheduler (``actors.scheduler``) with fake inference workers and a fake clock.
+
+The scheduler is driven directly through ``handle`` and ``handle_control``: its decisions are
+synchronous, so no actor task (and no timing) is involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from actors.inference import InferenceActor
+from actors.messages import CancelStream, SegmentJob, StreamDemand, StreamKey, WorkerIdle
+from actors.scheduler import Scheduler
+from actors.segmentation import TextSegment
+
+A = StreamKey("session", "a")
+B = StreamKey("session", "b")
+C = StreamKey("session", "c")
+
+
+class FakeClock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeWorker:
+    """Stands in for an ``InferenceActor``: records the jobs it is given and the aborts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.jobs: list[SegmentJob] = []
+        self.aborted: list[StreamKey] = []
+
+    def send_nowait(self, job: SegmentJob) -> None:
+        self.jobs.append(job)
+
+    def abort(self, key: StreamKey) -> bool:
+        self.aborted.append(key)
+        return False
+
+
+def make_scheduler(
+    *names: str, clock: FakeClock, max_lead_seconds: float = 2.0
+) -> tuple[Scheduler, list[FakeWorker]]:
+    workers = [FakeWorker(name) for name in names]
+    scheduler = Scheduler(
+        cast(Sequence[InferenceActor], workers), max_lead_seconds=max_lead_seconds, clock=clock
+    )
+    return scheduler, workers
+
+
+def job(key: StreamKey, index: int, received_at: float) -> SegmentJob:
+    segment = TextSegment(
+        index=index, text=f"words {index}", char_start=0, char_end=7, boundary="sentence"
+    )
+    return SegmentJob(key, segment, voice="af_heart", speed=1.0, received_at=received_at)
+
+
+def dispatched(workers: Sequence[FakeWorker]) -> list[tuple[StreamKey, int]]:
+    return [(j.key, j.segment.index) for w in workers for j in w.jobs]
+
+
+async def test_dispatched_job_carries_deadline_and_queued_at() -> None:
+    clock = FakeClock(5.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock)
+    await scheduler.handle(job(A, 0, received_at=4.5))
+    assert len(worker.jobs) == 1
+    sent = worker.jobs[0]
+    assert sent.deadline == 4.5  # a new stream is due when its text arrived
+    assert sent.queued_at == 5.0
+    assert (sent.key, sent.segment.index, sent.received_at) == (A, 0, 4.5)
+
+
+async def test_deadline_follows_the_reported_lead() -> None:
+    clock = FakeClock(1.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock)
+    await scheduler.handle(job(A, 0, received_at=1.0))
+    assert worker.jobs[0].deadline == 1.0  # a stream's first segment is due at once
+    await scheduler.handle(job(A, 1, received_at=1.0))
+    await scheduler.handle_control(WorkerIdle("w0"))
+    await scheduler.handle(job(A, 2, received_at=1.0))
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=1.5, at=2.0))
+    clock.now = 3.0
+    await scheduler.handle_control(WorkerIdle("w0"))
+    assert worker.jobs[-1].deadline == 3.5  # at + lead, not received_at
+    assert worker.jobs[-1].queued_at == 1.0
+
+
+async def test_new_stream_overtakes_a_stream_that_holds_lead() -> None:
+    clock = FakeClock(0.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock)
+    # Stream C keeps the only worker busy while A and B queue up.
+    await scheduler.handle(job(C, 0, received_at=0.0))
+    assert dispatched([worker]) == [(C, 0)]
+    # A's client holds a second of audio (due at 2.0); A's job arrived first.
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=1.0, at=1.0))
+    clock.now = 1.1
+    await scheduler.handle(job(A, 1, received_at=1.1))
+    # B is new: its first segment is due at once.
+    clock.now = 1.2
+    await scheduler.handle(job(B, 0, received_at=1.2))
+    assert scheduler.queued_jobs == 2
+
+    await scheduler.handle_control(WorkerIdle("w0"))
+    assert dispatched([worker]) == [(C, 0), (B, 0)]
+    assert worker.jobs[-1].deadline == 1.2
+    await scheduler.handle_control(WorkerIdle("w0"))
+    assert dispatched([worker]) == [(C, 0), (B, 0), (A, 1)]
+    assert worker.jobs[-1].deadline == 2.0
+    assert scheduler.queued_jobs == 0
+
+
+async def test_earlier_deadline_first_regardless_of_arrival_order() -> None:
+    clock = FakeClock(10.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock)
+    await scheduler.handle(job(C, 0, received_at=10.0))  # occupies the worker
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=0.5, at=10.0))  # due 10.5
+    await scheduler.handle_control(StreamDemand(B, lead_seconds=0.2, at=10.0))  # due 10.2
+    await scheduler.handle(job(A, 3, received_at=10.0))
+    await scheduler.handle(job(B, 7, received_at=10.0))
+    for _ in range(2):
+        await scheduler.handle_control(WorkerIdle("w0"))
+    assert dispatched([worker]) == [(C, 0), (B, 7), (A, 3)]
+
+
+async def test_at_most_one_job_in_flight_per_stream() -> None:
+    clock = FakeClock()
+    scheduler, workers = make_scheduler("w0", "w1", clock=clock)
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(A, 1, received_at=0.0))
+    await scheduler.handle(job(A, 2, received_at=0.0))
+    # Two idle workers, but only one of A's jobs runs.
+    assert dispatched(workers) == [(A, 0)]
+    assert scheduler.queued_jobs == 2
+
+    first = next(w for w in workers if w.jobs)
+    await scheduler.handle_control(WorkerIdle(first.name))
+    assert sorted(dispatched(workers)) == [(A, 0), (A, 1)]
+    assert scheduler.queued_jobs == 1
+    # A's second job went to the other worker; the last job waits for it.
+    second = next(w for w in workers if w is not first)
+    assert [j.segment.index for j in second.jobs] == [1]
+    await scheduler.handle_control(WorkerIdle(second.name))
+    assert sorted(dispatched(workers)) == [(A, 0), (A, 1), (A, 2)]
+    assert scheduler.queued_jobs == 0
+
+
+async def test_stream_far_ahead_is_held_until_its_lead_drops() -> None:
+    clock = FakeClock()
+    scheduler, (worker,) = make_scheduler("w0", clock=clock, max_lead_seconds=2.0)
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=2.0, at=0.0))
+    await scheduler.handle(job(A, 4, received_at=0.0))
+    assert worker.jobs == []  # the worker is idle, but A's client has enough audio
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=3.0, at=0.5))
+    assert worker.jobs == []
+    await scheduler.handle(job(A, 5, received_at=0.6))  # more text does not release A either
+    assert worker.jobs == []
+
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=1.9, at=1.0))
+    assert dispatched([worker]) == [(A, 4)]  # then one job at a time, as usual
+    assert worker.jobs[0].deadline == 2.9
+
+
+async def test_held_stream_does_not_block_others() -> None:
+    clock = FakeClock()
+    scheduler, (worker,) = make_scheduler("w0", clock=clock, max_lead_seconds=1.0)
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=5.0, at=0.0))
+    await scheduler.handle(job(A, 1, received_at=0.0))
+    await scheduler.handle(job(B, 0, received_at=0.3))
+    assert dispatched([worker]) == [(B, 0)]
+
+
+async def test_cancel_drops_queued_jobs_and_aborts_in_flight() -> None:
+    clock = FakeClock()
+    scheduler, workers = make_scheduler("w0", "w1", clock=clock)
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(A, 1, received_at=0.0))
+    await scheduler.handle(job(A, 2, received_at=0.0))
+    assert scheduler.queued_jobs == 2
+
+    await scheduler.handle_control(CancelStream(A))
+    assert scheduler.queued_jobs == 0
+    for worker in workers:
+        assert worker.aborted == [A]
+
+    # The aborted job's worker reports idle: nothing of A is dispatched any more.
+    busy = next(w for w in workers if w.jobs)
+    await scheduler.handle_control(WorkerIdle(busy.name))
+    assert dispatched(workers) == [(A, 0)]
+    # Both workers now serve other streams at once.
+    await scheduler.handle(job(B, 0, received_at=0.0))
+    await scheduler.handle(job(C, 0, received_at=0.0))
+    assert sorted(dispatched(workers)) == [(A, 0), (B, 0), (C, 0)]
+
+
+async def test_cancel_of_one_stream_leaves_the_others() -> None:
+    clock = FakeClock()
+    scheduler, (worker,) = make_scheduler("w0", clock=clock)
+    await scheduler.handle(job(C, 0, received_at=0.0))
+    await scheduler.handle(job(A, 0, received_at=0.1))
+    await scheduler.handle(job(B, 0, received_at=0.2))
+    await scheduler.handle_control(CancelStream(A))
+    assert scheduler.queued_jobs == 1
+    await scheduler.handle_control(WorkerIdle("w0"))
+    assert dispatched([worker]) == [(C, 0), (B, 0)]
+
+
+async def test_two_idle_workers_run_two_streams_at_once() -> None:
+    clock = FakeClock()
+    scheduler, workers = make_scheduler("w0", "w1", clock=clock)
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(B, 0, received_at=0.0))
+    assert [len(w.jobs) for w in workers] == [1, 1]
+    assert sorted(dispatched(workers)) == [(A, 0), (B, 0)]
+    # A third stream waits for a worker.
+    await scheduler.handle(job(C, 0, received_at=0.0))
+    assert scheduler.queued_jobs == 1
+    await scheduler.handle_control(WorkerIdle("w1"))
+    assert workers[1].jobs[-1].key == C
+    assert scheduler.queued_jobs == 0
+
+
+async def test_cancelled_job_finishing_late_does_not_free_a_new_stream_of_that_name() -> None:
+    """A client may cancel a stream and start a new one with the same id at once."""
+    clock = FakeClock()
+    scheduler, workers = make_scheduler("w0", "w1", clock=clock)
+    await scheduler.handle(job(A, 0, received_at=0.0))  # the old stream's job runs on w0
+    await scheduler.handle_control(CancelStream(A))  # aborting, w0 not idle yet
+    await scheduler.handle(job(A, 0, received_at=1.0))  # the new stream: w1
+    await scheduler.handle(job(A, 1, received_at=1.0))
+    assert [len(w.jobs) for w in workers] == [1, 1]
+
+    await scheduler.handle_control(WorkerIdle("w0"))  # the aborted job ends
+    assert [len(w.jobs) for w in workers] == [1, 1]  # the new stream still has a job in flight
+    assert scheduler.queued_jobs == 1
+
+    await scheduler.handle_control(WorkerIdle("w1"))
+    assert scheduler.queued_jobs == 0
+    assert sum(len(w.jobs) for w in workers) == 3
