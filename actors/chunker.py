@@ -84,6 +84,7 @@ class StreamChunker(Actor[ChunkerInput]):
         self._played: tuple[int, float] | None = None
         self._underruns = 0
         self._gen_seconds = 0.0
+        self._flow_pending = False
         self.result: StreamFinished | None = None
 
     # --- inputs ----------------------------------------------------------------------------
@@ -158,8 +159,6 @@ class StreamChunker(Actor[ChunkerInput]):
         return self.client_lead_seconds() + self.unsent_samples() / SAMPLE_RATE
 
     # --- the pump --------------------------------------------------------------------------
-
-    _flow_pending = False
 
     async def _run_pump(self) -> None:
         """Send frames as they may go; a failure ends the stream with an error frame."""

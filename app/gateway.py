@@ -99,10 +99,10 @@ class Connection:
                 await self._receive_loop()
             finally:
                 self._closed = True
-                for stream in list(self._streams.values()):
-                    await self._drop(stream)
                 reaper.cancel()
                 await asyncio.wait([reaper])
+                for stream in list(self._streams.values()):
+                    await self._drop(stream)
 
     async def _receive_loop(self) -> None:
         while True:
@@ -223,21 +223,29 @@ class Connection:
             if stream is not None and stream.key == key:
                 await self._drop(stream)
 
-    async def _drop(self, stream: _Stream) -> None:
-        """Stop a stream's actors at once and forget it (no ``done`` is sent here)."""
+    async def _drop(self, stream: _Stream) -> StreamFinished | None:
+        """Stop a stream's actors at once and forget it (no ``done`` is sent here).
+
+        Returns the stream's figures, counted as cancelled, if it had not finished by itself.
+        """
         self._streams.pop(stream.key.stream, None)
         stream.segmenter.stop(drain=False)
         stream.chunker.stop(drain=False)
-        if self._supervisor is not None:
-            await self._supervisor.stop_actor(stream.segmenter)
-            await self._supervisor.stop_actor(stream.chunker)
-        self.pipeline.release(stream.key)  # last: nothing of the stream can reach it after this
+        try:
+            if self._supervisor is not None:
+                await self._supervisor.stop_actor(stream.segmenter)
+                await self._supervisor.stop_actor(stream.chunker)
+        finally:  # last, and even if interrupted: nothing of the stream reaches it after this
+            self.pipeline.release(stream.key)
+        if stream.chunker.result is not None:
+            return None
+        result = stream.chunker.summary("cancelled")
+        self.pipeline.metrics.observe(result)
+        return result
 
     async def _cancel(self, stream: _Stream) -> None:
-        await self._drop(stream)
-        if stream.chunker.result is None:  # not already finished on its own
-            result = stream.chunker.summary("cancelled")
-            self.pipeline.metrics.observe(result)
+        result = await self._drop(stream)
+        if result is not None:  # not already finished on its own
             await self.send(done_message(result))
 
 

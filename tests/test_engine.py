@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from app.errors import EmptyTextError, UnknownVoiceError
-from app.tts.engine import SAMPLE_RATE, Engine, EngineConfig
+from app.tts.engine import SAMPLE_RATE, Aborted, Engine, EngineConfig
 from app.tts.synthesizer import Synthesizer
 from app.tts.voices import VoiceBank
 
@@ -101,3 +102,12 @@ def test_user_voices_file_speaks_like_the_voice_it_holds(
     )
     with pytest.raises(UnknownVoiceError, match="valid voices: af_custom"):
         user.speak_blocking("Good evening.", "jm_kumo")
+
+
+def test_a_terminated_run_raises_aborted(synthesizer: Synthesizer) -> None:
+    options = ort.RunOptions()
+    options.terminate = True
+    style = synthesizer.voices.style("jf_alpha", 10)
+    with pytest.raises(Aborted):
+        synthesizer.engine.synthesize([50] * 10, style, 1.0, options)
+    assert len(synthesizer.engine.synthesize([50] * 10, style, 1.0).audio) > 0

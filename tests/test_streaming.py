@@ -230,3 +230,20 @@ async def test_bad_input_gets_error_frames_and_hurts_nobody(server: str) -> None
     assert other.streams["fine"].done is not None
     await other.close()
     await client.close()
+
+
+async def test_a_disconnect_frees_the_streams_work(server: str) -> None:
+    client = await Client.connect(server)
+    await speak(client, "gone", " ".join([PARAGRAPH] * 3))
+    while client.streams["gone"].first_audio_at() is None:
+        await client.receive_one()
+    await client.close()
+    async with httpx.AsyncClient(base_url=server) as http:
+        for _ in range(200):  # the server notices the disconnect on its own loop: poll
+            stats = (await http.get("/v1/stats")).json()
+            if not stats["live_streams"] and stats["scheduler"]["queued_jobs"] == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert stats["live_streams"] == {}
+    assert stats["scheduler"]["queued_jobs"] == 0
+    assert stats["streams"]["active"] == 0
