@@ -1,0 +1,264 @@
+"""An asyncio client for the streaming protocol v1.
+
+```python
+async with TTSClient.connect("ws://127.0.0.1:8000/v1/stream") as client:
+    async for item in client.speak("Hello there!", voice="jf_alpha"):
+        if isinstance(item, AudioFrame):
+            play(item.samples)
+```
+
+The client checks that every stream's frames arrive without gaps (``seq``) and contiguous
+(``pos``), raising ``StreamGapError`` otherwise. Each stream keeps a model of a real player (a
+jitter buffer that starts after a pre-roll and plays in real time) and reports its position with
+``played`` messages, so the server's flow control sees a real consumer. Text may be a string or an
+async iterator of pieces (for example tokens from a language model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from app import wire
+
+SAMPLE_RATE = 24_000
+_CLOSED = "_connection_closed"
+
+
+class StreamGapError(Exception):
+    """A frame was missing or out of place: audio would have been lost or repeated."""
+
+
+class ServerError(Exception):
+    """The server answered a stream with an ``error`` frame."""
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        super().__init__(f"{message.get('code')}: {message.get('message')}")
+        self.code: str = str(message.get("code"))
+        self.details = message
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    stream: str
+    seq: int
+    seg: int
+    pos: int
+    samples: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Any other message for the stream (``segment``, ``flow``, ``flushed``, ``done``)."""
+
+    type: str
+    fields: dict[str, Any]
+
+
+@dataclass(slots=True)
+class PlaybackClock:
+    """A player's position: starts once ``preroll_ms`` are buffered, then plays in real time.
+
+    When the buffer runs dry it counts an underrun and waits for ``preroll_ms`` again.
+    """
+
+    preroll_ms: float = 120.0
+    clock: Callable[[], float] = time.monotonic
+    received: int = 0
+    underruns: int = 0
+    _played_before: int = 0
+    _started_at: float | None = None
+
+    def add(self, samples: int) -> None:
+        self._settle()
+        self.received += samples
+        if self._started_at is None and self._buffered() >= self.preroll_ms * SAMPLE_RATE / 1000:
+            self._started_at = self.clock()
+
+    def _buffered(self) -> int:
+        return self.received - self.played()
+
+    def _settle(self) -> None:
+        """Notice an underrun that happened since the last look."""
+        if self._started_at is None:
+            return
+        elapsed = int((self.clock() - self._started_at) * SAMPLE_RATE)
+        if self._played_before + elapsed >= self.received:
+            self._played_before = self.received
+            self._started_at = None
+            self.underruns += 1
+
+    def played(self) -> int:
+        if self._started_at is None:
+            return self._played_before
+        elapsed = int((self.clock() - self._started_at) * SAMPLE_RATE)
+        return min(self._played_before + elapsed, self.received)
+
+    def buffered_ms(self) -> float:
+        return (self.received - self.played()) * 1000 / SAMPLE_RATE
+
+
+@dataclass(slots=True)
+class _StreamState:
+    queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(1024))
+    playback: PlaybackClock = field(default_factory=PlaybackClock)
+    next_seq: int = 0
+    next_pos: int = 0
+
+
+class TTSClient:
+    """One WebSocket connection; several streams may run on it at once."""
+
+    def __init__(self, ws: ClientConnection, ready: dict[str, Any]) -> None:
+        self.ws = ws
+        self.ready = ready
+        self._streams: dict[str, _StreamState] = {}
+        self._ids = itertools.count(1)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, url: str, *, api_key: str | None = None) -> AsyncIterator[TTSClient]:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        async with connect(
+            url,
+            subprotocols=[wire.SUBPROTOCOL],  # type: ignore[list-item]
+            additional_headers=headers,
+            max_size=2**22,
+        ) as ws:
+            ready = wire.decode_server(await ws.recv(decode=False))
+            if ready.get("type") != "ready":
+                raise ServerError(ready)
+            client = cls(ws, ready)
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(client._read())
+                try:
+                    yield client
+                finally:
+                    reader.cancel()
+
+    async def _send(self, **message: Any) -> None:
+        await self.ws.send(msgpack.packb(message, use_bin_type=True))
+
+    async def _read(self) -> None:
+        """Route each incoming message to its stream's queue."""
+        try:
+            async for raw in self.ws:
+                if isinstance(raw, str):
+                    continue
+                message = wire.decode_server(raw)
+                state = self._streams.get(str(message.get("stream")))
+                if state is not None:
+                    await state.queue.put(message)
+        except ConnectionClosed:
+            pass
+        for state in self._streams.values():  # wake every waiting stream: nothing more comes
+            with contextlib.suppress(asyncio.QueueFull):
+                state.queue.put_nowait({"type": _CLOSED})
+
+    async def speak(
+        self,
+        text: str | AsyncIterable[str],
+        *,
+        voice: str | None = None,
+        speed: float = 1.0,
+        stream: str | None = None,
+        report_every: float = 0.2,
+        preroll_ms: float = 120.0,
+    ) -> AsyncIterator[AudioFrame | Event]:
+        """Start a stream, feed it ``text``, and yield its frames and events until ``done``."""
+        name = stream or f"s{next(self._ids)}"
+        if name in self._streams:
+            raise ValueError(f"stream {name!r} is already running on this connection")
+        state = self._streams[name] = _StreamState(playback=PlaybackClock(preroll_ms))
+        start: dict[str, Any] = {"type": "start", "stream": name, "speed": speed}
+        if voice:
+            start["voice"] = voice
+        try:
+            await self._send(**start)
+            # Owned here and always awaited below (a TaskGroup cannot span a generator's yields).
+            feeder = asyncio.create_task(self._feed(name, text))
+            reporter = asyncio.create_task(self._report(name, state, report_every))
+            try:
+                async for item in self._receive(name, state):
+                    failure = feeder.exception() if feeder.done() else None
+                    if failure is not None:  # the text source failed: stop this stream
+                        raise failure
+                    yield item
+            finally:
+                feeder.cancel()
+                reporter.cancel()
+                await asyncio.wait([feeder, reporter])
+        finally:
+            del self._streams[name]
+
+    async def _feed(self, name: str, text: str | AsyncIterable[str]) -> None:
+        if isinstance(text, str):
+            await self._send(type="text", stream=name, text=text)
+        else:
+            async for piece in text:
+                await self._send(type="text", stream=name, text=piece)
+        await self._send(type="end", stream=name)
+
+    async def cancel(self, stream: str) -> None:
+        await self._send(type="cancel", stream=stream)
+
+    async def _report(self, name: str, state: _StreamState, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)  # the reporting period itself, not a synchronisation
+            playback = state.playback
+            await self._send(
+                type="played",
+                stream=name,
+                samples=playback.played(),
+                buffered_ms=round(playback.buffered_ms(), 1),
+                underruns=playback.underruns,
+            )
+
+    async def _receive(self, name: str, state: _StreamState) -> AsyncIterator[AudioFrame | Event]:
+        while True:
+            message = await state.queue.get()
+            kind = message["type"]
+            if kind == "error":
+                raise ServerError(message)
+            if kind == "audio":
+                yield self._check_frame(name, state, message)
+                continue
+            if kind == _CLOSED:
+                raise ConnectionError("the connection closed before the stream was done")
+            complete = kind == "done" and message.get("reason") == "complete"
+            if complete and message.get("samples") != state.next_pos:
+                raise StreamGapError(
+                    f"{name}: done reports {message.get('samples')} samples, "
+                    f"received {state.next_pos}"
+                )
+            yield Event(kind, message)
+            if kind == "done":
+                return
+
+    @staticmethod
+    def _check_frame(name: str, state: _StreamState, message: dict[str, Any]) -> AudioFrame:
+        if message["seq"] != state.next_seq or message["pos"] != state.next_pos:
+            raise StreamGapError(
+                f"{name}: expected seq {state.next_seq} at pos {state.next_pos}, "
+                f"got seq {message['seq']} at pos {message['pos']}"
+            )
+        data = message["data"]
+        if message.get("encoding") == "f32le":
+            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
+        else:
+            samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32767.0
+        state.next_seq += 1
+        state.next_pos += len(samples)
+        state.playback.add(len(samples))
+        return AudioFrame(name, message["seq"], message["seg"], message["pos"], samples)
