@@ -7,8 +7,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 HOST ?= 127.0.0.1
 PORT ?= 8000
+VENDOR := app/static/vendor/msgpack.min.js
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint typecheck unit bench clean
+.PHONY: serve test lint typecheck bench clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -22,7 +25,18 @@ $(VENV)/.test-installed: pyproject.toml constraints.txt | $(PY)
 	$(PIP) install -c constraints.txt -e '.[test]'
 	touch $@ $(VENV)/.serve-installed
 
-serve: $(VENV)/.serve-installed
+# The browser player's msgpack decoder, from the npm registry at the version package-lock.json pins.
+$(VENDOR): package.json package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(dir $@)
+	cp node_modules/@msgpack/msgpack/dist.umd/msgpack.min.js $@
+
+# Debian's Chromium for the browser test (driven by Playwright, which downloads no browser).
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium
+
+serve: $(VENV)/.serve-installed $(VENDOR)
 	$(PY) -m app serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.test-installed
@@ -32,11 +46,11 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(PY) -m mypy
 
-test: lint typecheck
+test: lint typecheck $(VENDOR) $(CHROMIUM)
 	$(PY) -m pytest
 
 bench: $(VENV)/.serve-installed
 	$(PY) -m app bench engine
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache node_modules app/static/vendor

@@ -85,6 +85,11 @@ class FrameSizer:
     fixed: bool = False
     frame_ms: int = 0
     reason: str = "start"
+    backlog_ms: float = 500.0
+    """Audio in the network (sent, not yet in the client's buffer) above which the link is slow."""
+    congested: bool = False
+    """The last frame took long to write: the socket, not the client's buffer, limits."""
+    backlogged: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.min_ms <= self.start_ms <= self.max_ms:
@@ -106,8 +111,19 @@ class FrameSizer:
         self.frame_ms, self.reason = frame_ms, reason
         return True
 
-    def on_lead(self, lead_ms: float, underrun: bool) -> bool:
-        """Adapt to the client's buffer; True when the frame size changed."""
+    def on_lead(self, lead_ms: float, underrun: bool, in_flight_ms: float | None = None) -> bool:
+        """Adapt to the client's buffer; True when the frame size changed.
+
+        ``lead_ms`` is audio sent but not yet played; ``in_flight_ms``, where the client
+        reports its own buffer, is the part of it still in the network. A backlog there, or a
+        socket that drains slowly, means the link is the bottleneck: frames then grow, since
+        smaller ones would only add overhead to a link that is already too slow.
+        """
+        self.backlogged = in_flight_ms is not None and in_flight_ms > self.backlog_ms
+        if self.backlogged:
+            return self._set(self.frame_ms * 2, "slow_network")
+        if self.congested:
+            return False
         if underrun:
             return self._set(self.min_ms, "underrun")
         if lead_ms >= self.comfortable_lead_ms:
@@ -118,6 +134,7 @@ class FrameSizer:
 
     def on_send(self, send_seconds: float) -> bool:
         """A socket that drains slowly gets bigger frames (fewer, larger writes)."""
-        if send_seconds > self.slow_send_ratio * self.frame_ms / 1000:
+        self.congested = send_seconds > self.slow_send_ratio * self.frame_ms / 1000
+        if self.congested:
             return self._set(self.frame_ms * 2, "slow_socket")
         return False

@@ -122,14 +122,18 @@ class StreamChunker(Actor[ChunkerInput]):
             self._end = message
         self._wake.set()
 
-    def on_played(self, samples: int, underruns: int | None) -> None:
+    def on_played(
+        self, samples: int, underruns: int | None, buffered_ms: float | None = None
+    ) -> None:
         """A ``played`` report from the client: truth about its playback position."""
         now = self._clock()
         self._played = (min(samples, self.sent_samples), now)
         underrun = underruns is not None and underruns > self._underruns
         if underruns is not None:
             self._underruns = max(self._underruns, underruns)
-        if self.sizer.on_lead(self.client_lead_seconds() * 1000, underrun):
+        lead_ms = self.client_lead_seconds() * 1000
+        in_flight_ms = None if buffered_ms is None else lead_ms - buffered_ms
+        if self.sizer.on_lead(lead_ms, underrun, in_flight_ms):
             self._flow_pending = True
         self._wake.set()
 

@@ -37,13 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     say = commands.add_parser("say", help="synthesize text into an audio file")
-    say.add_argument("text", help="text to speak ('-' reads standard input)")
+    say.add_argument("text", nargs="?", help="text to speak ('-' reads standard input)")
     say.add_argument("-o", "--output", type=Path, required=True, help="output file")
     say.add_argument("--voice", help="voice or blend, e.g. jf_alpha:0.7+jm_kumo:0.3")
     say.add_argument("--speed", type=float, default=1.0)
     say.add_argument(
         "--format", choices=sorted(FORMATS), help="audio format (default: from the file suffix)"
     )
+    say.add_argument("--server", help="speak through a running server: ws://HOST:PORT/v1/stream")
+    say.add_argument(
+        "--stdin", action="store_true", help="with --server: stream standard input line by line"
+    )
+    say.add_argument("--max-kbps", type=float, help="with --server: imitate a slow link")
+    say.add_argument("--latency-ms", type=float, default=0.0, help="with --server: added delay")
+    say.add_argument("--jitter-ms", type=float, default=0.0, help="with --server: random delay")
     _add_model_options(say)
 
     voices = commands.add_parser("voices", help="list the available voices")
@@ -95,8 +102,14 @@ def _format_for(path: Path, explicit: str | None) -> str:
 
 
 def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
-    text = sys.stdin.read() if args.text == "-" else args.text
     format_name = _format_for(args.output, args.format)
+    if args.server:
+        return _say_remote(args, format_name)
+    if args.stdin or args.max_kbps or args.latency_ms or args.jitter_ms:
+        raise ValueError("--stdin and the network options need --server")
+    if args.text is None:
+        raise ValueError("give the text to speak, or '-' to read standard input")
+    text = sys.stdin.read() if args.text == "-" else args.text
     synthesizer = Synthesizer.load(settings)
     try:
         result = synthesizer.speak_blocking(text, args.voice or settings.default_voice, args.speed)
@@ -109,6 +122,26 @@ def cmd_say(args: argparse.Namespace, settings: Settings) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _say_remote(args: argparse.Namespace, format_name: str) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from app.client import NetworkShape  # noqa: PLC0415
+    from app.remote_say import print_report, remote_say, write_audio  # noqa: PLC0415
+
+    if args.stdin == (args.text is not None):
+        raise ValueError("give either the text or --stdin")
+    if args.max_kbps is not None and args.max_kbps <= 0:
+        raise ValueError("--max-kbps must be positive")
+    shape = NetworkShape(args.max_kbps, args.latency_ms, args.jitter_ms)
+    text = None if args.stdin else (sys.stdin.read() if args.text == "-" else args.text)
+    report, audio = asyncio.run(
+        remote_say(args.server, text, voice=args.voice, speed=args.speed, shape=shape)
+    )
+    write_audio(audio, args.output, format_name)
+    print_report(report, args.output)
+    return 0 if report.reason == "complete" else 1
 
 
 def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:

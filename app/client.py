@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -109,6 +110,39 @@ class PlaybackClock:
         return (self.received - self.played()) * 1000 / SAMPLE_RATE
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkShape:
+    """Imitate a poor network on the receiving side: messages are handed over no faster than
+    ``max_kbps`` allows, each ``latency_ms`` late plus up to ``jitter_ms`` of random delay.
+    Reading slowly fills the socket buffers, so the server sees a slow client, as it would."""
+
+    max_kbps: float | None = None
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.max_kbps is not None or self.latency_ms > 0 or self.jitter_ms > 0
+
+
+class _Shaper:
+    def __init__(self, shape: NetworkShape) -> None:
+        self.shape = shape
+        self._random = random.Random(shape.seed)
+        self._free_at = 0.0
+
+    async def deliver(self, size: int) -> None:
+        """Wait until a message of ``size`` bytes that arrived now may be handed over."""
+        now = time.monotonic()
+        shape = self.shape
+        due = now + (shape.latency_ms + self._random.uniform(0, shape.jitter_ms)) / 1000
+        if shape.max_kbps:
+            due = max(due, max(self._free_at, now) + size * 8 / (shape.max_kbps * 1000))
+            self._free_at = due
+        await asyncio.sleep(max(0.0, due - now))  # the imitated network's delay itself
+
+
 @dataclass(slots=True)
 class _StreamState:
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(1024))
@@ -120,26 +154,32 @@ class _StreamState:
 class TTSClient:
     """One WebSocket connection; several streams may run on it at once."""
 
-    def __init__(self, ws: ClientConnection, ready: dict[str, Any]) -> None:
+    def __init__(
+        self, ws: ClientConnection, ready: dict[str, Any], shape: NetworkShape | None = None
+    ) -> None:
         self.ws = ws
         self.ready = ready
+        self._shaper = _Shaper(shape) if shape is not None and shape.active else None
         self._streams: dict[str, _StreamState] = {}
         self._ids = itertools.count(1)
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def connect(cls, url: str, *, api_key: str | None = None) -> AsyncIterator[TTSClient]:
+    async def connect(
+        cls, url: str, *, api_key: str | None = None, shape: NetworkShape | None = None
+    ) -> AsyncIterator[TTSClient]:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
         async with connect(
             url,
             subprotocols=[wire.SUBPROTOCOL],  # type: ignore[list-item]
             additional_headers=headers,
             max_size=2**22,
+            max_queue=4 if shape is not None and shape.active else 16,
         ) as ws:
             ready = wire.decode_server(await ws.recv(decode=False))
             if ready.get("type") != "ready":
                 raise ServerError(ready)
-            client = cls(ws, ready)
+            client = cls(ws, ready, shape)
             async with asyncio.TaskGroup() as group:
                 reader = group.create_task(client._read())
                 try:
@@ -156,6 +196,8 @@ class TTSClient:
             async for raw in self.ws:
                 if isinstance(raw, str):
                     continue
+                if self._shaper is not None:
+                    await self._shaper.deliver(len(raw))
                 message = wire.decode_server(raw)
                 state = self._streams.get(str(message.get("stream")))
                 if state is not None:
@@ -242,6 +284,8 @@ class TTSClient:
                     f"{name}: done reports {message.get('samples')} samples, "
                     f"received {state.next_pos}"
                 )
+            if kind == "done":  # add what the modelled player saw
+                message = {**message, "client_underruns": state.playback.underruns}
             yield Event(kind, message)
             if kind == "done":
                 return

@@ -160,7 +160,8 @@ class Connection:
         elif isinstance(message, wire.Cancel):
             await self._cancel(self._stream(message.stream))
         elif isinstance(message, wire.Played):
-            self._stream(message.stream).chunker.on_played(message.samples, message.underruns)
+            chunker = self._stream(message.stream).chunker
+            chunker.on_played(message.samples, message.underruns, message.buffered_ms)
         else:
             await self.send(wire.pong(message.t))
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from app.gateway import stream_endpoint
 from app.http_api import routes
@@ -15,8 +19,16 @@ from app.service import Service
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 
+STATIC_DIR = Path(__file__).parent / "static"
+"""The browser player (``make serve`` adds the msgpack decoder under ``vendor/``)."""
+
 SHUTDOWN_SECONDS = 10.0
 """How long the pipeline may take to drain at shutdown before it is cancelled."""
+
+
+async def player_page(request: Request) -> Response:
+    """The browser player: speak as you type, with live buffer and latency figures."""
+    return FileResponse(STATIC_DIR / "index.html")
 
 
 def create_app(
@@ -41,7 +53,13 @@ def create_app(
             await asyncio.to_thread(service.close)
 
     app = Starlette(
-        routes=[*routes, WebSocketRoute("/v1/stream", stream_endpoint)], lifespan=lifespan
+        routes=[
+            *routes,
+            WebSocketRoute("/v1/stream", stream_endpoint),
+            Route("/", player_page, methods=["GET"]),
+            Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+        ],
+        lifespan=lifespan,
     )
     app.state.service = service
     return app

@@ -237,3 +237,23 @@ def test_invalid_sizes_raise(min_ms: int, start_ms: int, max_ms: int) -> None:
 def test_fixed_at_rejects_a_non_positive_size() -> None:
     with pytest.raises(ValueError):
         FrameSizer.fixed_at(0)
+
+
+def test_a_network_backlog_grows_frames_instead_of_shrinking_them() -> None:
+    sizer = FrameSizer()
+    assert sizer.on_lead(lead_ms=1500, underrun=True, in_flight_ms=1400)
+    assert (sizer.frame_ms, sizer.reason) == (80, "slow_network")
+    assert sizer.on_lead(lead_ms=1500, underrun=True, in_flight_ms=1400)
+    assert sizer.frame_ms == 160
+    sizer.on_lead(lead_ms=100, underrun=True, in_flight_ms=0)  # backlog gone: underrun rules
+    assert (sizer.frame_ms, sizer.reason) == (sizer.min_ms, "underrun")
+
+
+def test_a_slow_socket_keeps_frames_from_shrinking() -> None:
+    sizer = FrameSizer()
+    assert sizer.on_send(send_seconds=1.0)
+    grown = sizer.frame_ms
+    assert not sizer.on_lead(lead_ms=0, underrun=True)
+    assert sizer.frame_ms == grown
+    sizer.on_send(send_seconds=0.0)
+    assert sizer.on_lead(lead_ms=0, underrun=True) and sizer.frame_ms == sizer.min_ms

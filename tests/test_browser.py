@@ -1,0 +1,87 @@
+"""The browser player in real headless Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from app.settings import Settings
+from app.tts.synthesizer import Synthesizer
+from tests.live import live_server
+
+pytestmark = pytest.mark.model
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PARAGRAPH = (
+    "The old lighthouse keeper climbed the stairs every evening at dusk. He cleaned the great "
+    "lens, trimmed the wick, and watched the ships pass far out at sea."
+)
+
+
+@pytest.fixture(scope="module")
+def page(settings: Settings, synthesizer: Synthesizer) -> Iterator[Page]:
+    assert CHROMIUM.exists(), "make test installs Debian's chromium"
+    with (
+        live_server(settings, synthesizer) as base,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.goto(base + "/")
+            page.wait_for_function("window.ttsReady === true", timeout=30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def state(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate("window.ttsState")
+    return result
+
+
+def test_the_page_plays_a_paragraph_completely(page: Page) -> None:
+    page.fill("#text", PARAGRAPH)
+    page.click("#speak")
+    page.wait_for_function(
+        "window.ttsState.doneReason !== null"
+        " && window.ttsState.samplesPlayed >= 0.95 * window.ttsState.samplesReceived",
+        timeout=120_000,
+    )
+    heard = state(page)
+    assert heard["doneReason"] == "complete"
+    assert heard["seqs"] == list(range(len(heard["seqs"]))), "every frame, in order"
+    assert heard["doneSamples"] == heard["samplesReceived"]
+    assert heard["samplesPlayed"] >= 0.95 * heard["samplesReceived"]
+    assert heard["ttfaMs"] > 0
+    # Not yet asserted: no underrun after start. On a 2-core CPU the second segment still
+    # arrives ~0.6 s after the first one has played (see the open player issue).
+    print(f"underruns after start: {heard['underruns']}")
+
+
+def test_stop_ends_the_stream_as_cancelled(page: Page) -> None:
+    page.fill("#text", " ".join([PARAGRAPH] * 3))
+    page.click("#speak")
+    page.wait_for_function("window.ttsState.started === true", timeout=60_000)
+    page.click("#stop")
+    page.wait_for_function("window.ttsState.doneReason !== null", timeout=30_000)
+    stopped = state(page)
+    assert stopped["doneReason"] == "cancelled"
+    assert stopped["samplesReceived"] <= stopped["doneSamples"]
+    assert stopped["seqs"] == list(range(len(stopped["seqs"])))
+    page.wait_for_function("window.ttsState.bufferedMs === 0", timeout=10_000)
+    played = state(page)["samplesPlayed"]
+    page.wait_for_timeout(300)  # the worklet reports every 100 ms: three reports later...
+    assert state(page)["samplesPlayed"] == played, "...nothing more was played"
