@@ -19,7 +19,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-SAMPLE_RATE = 24_000
+from app.audio_formats import to_pcm16
+from app.tts.engine import SAMPLE_RATE
+
 Samples = npt.NDArray[np.float32]
 Encoding = Literal["pcm_s16le", "f32le"]
 ENCODINGS: tuple[Encoding, ...] = ("pcm_s16le", "f32le")
@@ -69,7 +71,7 @@ def encode_samples(samples: Samples, encoding: Encoding) -> bytes:
     """Little-endian 16-bit PCM (clipped) or 32-bit float bytes."""
     if encoding == "f32le":
         return samples.astype("<f4").tobytes()
-    return np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return to_pcm16(samples).tobytes()
 
 
 @dataclass(slots=True)

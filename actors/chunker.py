@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from actors.audio import SAMPLE_RATE, Encoding, FrameSizer, Samples, encode_samples, shape_segment
+from actors.audio import Encoding, FrameSizer, Samples, encode_samples, shape_segment
 from actors.base import Actor
 from actors.messages import (
     EndMarker,
@@ -30,6 +30,7 @@ from actors.messages import (
     StreamKey,
 )
 from app import wire
+from app.tts.engine import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 

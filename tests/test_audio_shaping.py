@@ -9,13 +9,13 @@ from actors.audio import (
     FADE,
     LEAD_MARGIN,
     PAUSE_MS,
-    SAMPLE_RATE,
     TAIL_MARGIN,
     FrameSizer,
     Samples,
     encode_samples,
     shape_segment,
 )
+from app.tts.engine import SAMPLE_RATE
 
 LEAD_SILENCE = int(0.3 * SAMPLE_RATE)
 SPEECH = SAMPLE_RATE  # 1 s

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from actors.audio import (
-    SAMPLE_RATE,
     Encoding,
     FrameSizer,
     Samples,
@@ -37,6 +36,7 @@ from actors.segmentation import Boundary, TextSegment
 from actors.supervisor import Supervisor
 from actors.testing import assert_no_leaked_tasks
 from app import wire
+from app.tts.engine import SAMPLE_RATE
 
 KEY = StreamKey("session-1", "s1")
 NO_PACING = 1_000.0  # max_lead_seconds that never holds audio back
