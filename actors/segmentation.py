@@ -31,8 +31,11 @@ do not depend on how the text was split into pieces. With ``w`` the words in the
   sentence end with ``w >= min_words`` (completed sentences are not held back to pack more). On
   reaching ``L`` words, cut at the last clause boundary with ``w >= min_words``, else after the
   ``L``-th word.
-* Any segment: if the next token would take it over ``max_chars`` characters, cut the same way
-  (last clause boundary, else before that token); a single longer token goes alone.
+* Any segment: if the next token would take it over the segment's character limit, cut the same
+  way (last clause boundary, else before that token); a single longer token goes alone. The
+  limit is ``first_max_chars`` for the first segment and grows by ``growth`` up to
+  ``max_chars``. Generation time follows characters, not words ("The old" vs "lighthouse keeper
+  climbed"): with both limits the second segment is ready before the first has finished playing.
 * A word cut never falls right after a title or initial ("Dr. | Smith", "J. | R. R. Tolkien"):
   it moves back before them when that leaves a word in the segment.
 
@@ -85,6 +88,11 @@ class SegmenterPolicy:
     """Each later segment's word limit is this times the previous one's."""
     max_words: int = 40
     """Cap on any later segment's word limit."""
+    first_max_chars: int = 12
+    """The first segment's character limit; later ones grow by ``growth`` up to ``max_chars``.
+    Words vary in length ("The old" vs "lighthouse keeper"), and a model call's time follows its
+    characters (phonemes), not its words: this keeps the second segment's generation time within
+    the first segment's playing time."""
     max_chars: int = 300
     """Cap by characters (the model's hard limit is about 500 tokens; stay well below)."""
     min_words: int = 3
@@ -96,8 +104,8 @@ class SegmenterPolicy:
             raise ValueError("need 1 <= first_min_words <= first_max_words")
         if self.growth < 1.0 or self.max_words < 1 or self.min_words < 1:
             raise ValueError("need growth >= 1, max_words >= 1 and min_words >= 1")
-        if self.max_chars < 1:
-            raise ValueError("need max_chars >= 1")
+        if not 1 <= self.first_max_chars <= self.max_chars:
+            raise ValueError("need 1 <= first_max_chars <= max_chars")
 
 
 _DEFAULT_POLICY = SegmenterPolicy()
@@ -177,6 +185,7 @@ class Segmenter:
         self._last_clause = -1  # index of the segment's last eligible clause boundary
         self._first = True
         self._limit = policy.first_max_words
+        self._char_limit = policy.first_max_chars
         self._index = 0
         self._ended = False
 
@@ -273,7 +282,7 @@ class Segmenter:
         while self._next < len(tokens):
             i = self._next
             token = tokens[i]
-            if i > 0 and token.end - tokens[0].start > policy.max_chars:
+            if i > 0 and token.end - tokens[0].start > self._char_limit:
                 end = self._last_clause if self._last_clause >= 0 else self._unstick(i - 1)
                 segments.append(self._emit(end))
                 continue
@@ -324,4 +333,6 @@ class Segmenter:
         self._first = False
         grown = math.ceil(self._limit * self.policy.growth)
         self._limit = max(1, min(self.policy.max_words, grown))
+        grown_chars = math.ceil(self._char_limit * self.policy.growth)
+        self._char_limit = min(self.policy.max_chars, grown_chars)
         return segment

@@ -59,7 +59,7 @@ async def _stream_once(url: str, pieces: Sequence[str], gap: float) -> dict[str,
         async def pack(**message: Any) -> None:
             await ws.send(msgpack.packb(message, use_bin_type=True))
 
-        await pack(type="start", stream="s", voice="jf_alpha")
+        await pack(type="start", stream="s")
         sent_at = time.monotonic()
 
         async def feed() -> None:
@@ -179,14 +179,14 @@ def run_stream_bench(settings: Settings, rounds: int, json_path: Path | None) ->
     first_sentence = PARAGRAPH.split(". ", maxsplit=1)[0] + "."
     synthesizer = Synthesizer.load(settings)
     try:
-        synthesizer.render(first_sentence, "jf_alpha", 1.0)  # warm-up
+        synthesizer.render(first_sentence, settings.default_voice, 1.0)  # warm-up
         engine_runs = max(rounds, 3)
         segment_times = [
-            synthesizer.render(first_segment, "jf_alpha", 1.0).gen_seconds
+            synthesizer.render(first_segment, settings.default_voice, 1.0).gen_seconds
             for _ in range(engine_runs)
         ]
         sentence_times = [
-            synthesizer.render(first_sentence, "jf_alpha", 1.0).gen_seconds
+            synthesizer.render(first_sentence, settings.default_voice, 1.0).gen_seconds
             for _ in range(engine_runs)
         ]
         machine = machine_facts(synthesizer)

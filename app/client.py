@@ -2,7 +2,7 @@
 
 ```python
 async with TTSClient.connect("ws://127.0.0.1:8000/v1/stream") as client:
-    async for item in client.speak("Hello there!", voice="jf_alpha"):
+    async for item in client.speak("Hello there!", voice="jm_kumo"):
         if isinstance(item, AudioFrame):
             play(item.samples)
 ```
@@ -67,35 +67,92 @@ class Event:
     fields: dict[str, Any]
 
 
+NEXT_GEN_RATIO = 1.5
+"""The server's second segment is at most 1.5x as long as its first (segment growth)."""
+PLAN_WAIT_S = 1.0
+"""Without a plan, the first start waits for no more than this much buffered audio."""
+
+
 @dataclass(slots=True)
 class PlaybackClock:
     """A player's position: starts once ``preroll_ms`` are buffered, then plays in real time.
 
-    When the buffer runs dry it counts an underrun and waits for ``preroll_ms`` again.
+    When the buffer runs dry it counts an underrun and waits for ``preroll_ms`` again. With
+    ``adaptive_start`` the first start also waits for ``plan`` (see there), as the browser
+    player does.
     """
 
     preroll_ms: float = 120.0
     clock: Callable[[], float] = time.monotonic
+    adaptive_start: bool = True
     received: int = 0
     underruns: int = 0
     _played_before: int = 0
     _started_at: float | None = None
+    _ever_started: bool = False
+    _first_audio_at: float | None = None
+    _planned: bool = False
+    _not_before: float = 0.0
 
     def add(self, samples: int) -> None:
         self._settle()
+        if self._first_audio_at is None:
+            self._first_audio_at = self.clock()
         self.received += samples
-        if self._started_at is None and self._buffered() >= self.preroll_ms * SAMPLE_RATE / 1000:
-            self._started_at = self.clock()
+        self._maybe_start()
+
+    def plan(self, first_gen_ms: float, first_samples: int) -> None:
+        """The first segment is complete: hold the first start until the second is likely in.
+
+        The server starts the second segment when the first is done, so it should be ready
+        about ``NEXT_GEN_RATIO`` x the first one's generation time after the first audio.
+        Playback starts late enough that a pre-roll's worth of the first segment is left then:
+        no wait on a fast server, a little more latency instead of a stutter on a slow one.
+        """
+        if self._planned:
+            return
+        self._planned = True
+        hold = (
+            NEXT_GEN_RATIO * first_gen_ms / 1000
+            - first_samples / SAMPLE_RATE
+            + self.preroll_ms / 1000
+        )
+        if self._first_audio_at is not None and hold > 0:
+            self._not_before = self._first_audio_at + hold
+        self._maybe_start()
+
+    @property
+    def start_hold_s(self) -> float:
+        """How long after the first audio the first start was held (0 when not held)."""
+        if self._first_audio_at is None:
+            return 0.0
+        return max(0.0, self._not_before - self._first_audio_at)
+
+    def _maybe_start(self) -> None:
+        if self._started_at is not None:
+            return
+        buffered = self._buffered()
+        if buffered < self.preroll_ms * SAMPLE_RATE / 1000:
+            return
+        first = not self._ever_started
+        waiting = first and self.adaptive_start and not self._planned
+        if waiting and buffered < PLAN_WAIT_S * SAMPLE_RATE:
+            return
+        self._started_at = max(self.clock(), self._not_before) if first else self.clock()
+        self._ever_started = True
 
     def _buffered(self) -> int:
         return self.received - self.played()
+
+    def _elapsed(self) -> int:
+        assert self._started_at is not None
+        return max(0, int((self.clock() - self._started_at) * SAMPLE_RATE))
 
     def _settle(self) -> None:
         """Notice an underrun that happened since the last look."""
         if self._started_at is None:
             return
-        elapsed = int((self.clock() - self._started_at) * SAMPLE_RATE)
-        if self._played_before + elapsed >= self.received:
+        if self._played_before + self._elapsed() >= self.received:
             self._played_before = self.received
             self._started_at = None
             self.underruns += 1
@@ -103,8 +160,7 @@ class PlaybackClock:
     def played(self) -> int:
         if self._started_at is None:
             return self._played_before
-        elapsed = int((self.clock() - self._started_at) * SAMPLE_RATE)
-        return min(self._played_before + elapsed, self.received)
+        return min(self._played_before + self._elapsed(), self.received)
 
     def buffered_ms(self) -> float:
         return (self.received - self.played()) * 1000 / SAMPLE_RATE
@@ -284,8 +340,14 @@ class TTSClient:
                     f"{name}: done reports {message.get('samples')} samples, "
                     f"received {state.next_pos}"
                 )
+            if kind == "segment" and message.get("seg") == 0:
+                state.playback.plan(float(message["gen_ms"]), int(message["samples"]))
             if kind == "done":  # add what the modelled player saw
-                message = {**message, "client_underruns": state.playback.underruns}
+                message = {
+                    **message,
+                    "client_underruns": state.playback.underruns,
+                    "client_start_hold_ms": round(state.playback.start_hold_s * 1000, 1),
+                }
             yield Event(kind, message)
             if kind == "done":
                 return

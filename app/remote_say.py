@@ -37,6 +37,10 @@ class SayReport:
     frame_ms: list[float] = field(default_factory=list)
     flow: list[dict[str, Any]] = field(default_factory=list)
     underruns: int = 0
+    start_hold_ms: float = 0.0
+    link_realtime: float | None = None
+    """With ``--max-kbps``: the link's rate over the audio's (16-bit, 24 kHz) rate. Below 1 the
+    link cannot carry real-time audio, so underruns are expected."""
     server_ttfa_ms: float | None = None
     rtf: float | None = None
     reason: str = ""
@@ -57,6 +61,8 @@ class SayReport:
             },
             "flow": self.flow,
             "underruns": self.underruns,
+            "start_hold_ms": self.start_hold_ms,
+            "link_realtime": self.link_realtime,
             "rtf": self.rtf,
             "reason": self.reason,
         }
@@ -90,6 +96,9 @@ async def remote_say(
 ) -> tuple[SayReport, npt.NDArray[np.float32]]:
     """Stream ``text`` (or standard input when ``None``) and collect the audio and figures."""
     report = SayReport()
+    if shape.max_kbps:
+        audio_kbps = SAMPLE_RATE * 16 / 1000
+        report.link_realtime = round(shape.max_kbps / audio_kbps, 3)
     pieces: list[np.ndarray] = []
     started = time.monotonic()
     finished: list[float] = []
@@ -110,6 +119,7 @@ async def remote_say(
                 report.server_ttfa_ms = item.fields.get("ttfa_ms")
                 report.rtf = item.fields.get("rtf")
                 report.underruns = item.fields["client_underruns"]
+                report.start_hold_ms = item.fields["client_start_hold_ms"]
     report.text_finished_ms = finished[0] if finished else 0.0
     audio = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     return report, audio.astype(np.float32)
@@ -127,7 +137,13 @@ def print_report(report: SayReport, output: Path) -> None:
         f"({report.reason}); TTFA {report.ttfa_ms} ms (server {report.server_ttfa_ms} ms); "
         f"frame ms mean {sizes['mean']} (min/median/max "
         f"{sizes['min']}/{sizes['median']}/{sizes['max']}); "
-        f"underruns {report.underruns}; RTF {report.rtf}",
+        f"underruns {report.underruns} (start held {report.start_hold_ms} ms); RTF {report.rtf}",
         file=sys.stderr,
     )
+    if report.link_realtime is not None and report.link_realtime < 1:
+        print(
+            f"the link carries {report.link_realtime}x real-time 16-bit audio: "
+            "underruns are expected",
+            file=sys.stderr,
+        )
     print(json.dumps(summary))

@@ -51,7 +51,7 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     intra_op_threads: int = 2
     """ONNX Runtime threads per inference; 0 lets ONNX Runtime pick one per core."""
-    default_voice: str = "jf_alpha"
+    default_voice: str = "jm_kumo"
     max_input_chars: int = 4096
     """Longest text accepted by ``POST /v1/audio/speech`` (OpenAI's limit)."""
     max_queued_requests: int = 16

@@ -31,7 +31,7 @@ class FakeClock:
 
 def test_playback_starts_after_preroll_and_counts_underruns() -> None:
     clock = FakeClock()
-    playback = PlaybackClock(preroll_ms=100, clock=clock)
+    playback = PlaybackClock(preroll_ms=100, clock=clock, adaptive_start=False)
     playback.add(1200)  # 50 ms: not enough to start
     clock.now = 1.0
     assert playback.played() == 0
@@ -43,6 +43,36 @@ def test_playback_starts_after_preroll_and_counts_underruns() -> None:
     assert playback.played() == 2400
     playback.add(2400)
     assert playback.underruns == 1
+
+
+def test_adaptive_start_waits_for_the_plan_and_holds_on_a_slow_server() -> None:
+    clock = FakeClock()
+    playback = PlaybackClock(preroll_ms=100, clock=clock)
+    playback.add(12_000)  # the whole first segment: 500 ms
+    clock.now = 0.2
+    assert playback.played() == 0, "no start before the plan"
+    playback.plan(first_gen_ms=600, first_samples=12_000)  # next one due 0.9 s after the first
+    assert playback.start_hold_s == pytest.approx(0.5)  # 0.9 - 0.5 s of audio + 0.1 s pre-roll
+    clock.now = 0.49
+    assert playback.played() == 0
+    clock.now = 0.6
+    assert playback.played() == pytest.approx(2400, abs=1)  # started at 0.5 s
+
+    fast = PlaybackClock(preroll_ms=100, clock=clock)
+    clock.now = 1.0
+    fast.add(12_000)
+    fast.plan(first_gen_ms=200, first_samples=12_000)  # 0.3 s: due well before 0.5 - 0.1 s
+    assert fast.start_hold_s == 0
+    clock.now = 1.1
+    assert fast.played() == pytest.approx(2400, abs=1)
+
+    no_plan = PlaybackClock(preroll_ms=100, clock=clock)
+    no_plan.add(12_000)
+    clock.now = 1.5
+    assert no_plan.played() == 0
+    no_plan.add(12_000)  # 1 s buffered: start without a plan
+    clock.now = 1.6
+    assert no_plan.played() == pytest.approx(2400, abs=1)
 
 
 def test_a_missing_frame_raises() -> None:

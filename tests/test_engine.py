@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
+from actors.audio import shape_segment
 from app.errors import EmptyTextError, UnknownVoiceError
-from app.tts.engine import SAMPLE_RATE, Aborted, Engine, EngineConfig
+from app.tts.engine import SAMPLE_RATE, Aborted, Engine, EngineConfig, tail_caps
+from app.tts.graph_edits import SAMPLES_PER_FRAME, add_duration_cap, has_duration_cap
 from app.tts.synthesizer import Synthesizer
 from app.tts.voices import VoiceBank
 
@@ -111,3 +115,74 @@ def test_a_terminated_run_raises_aborted(synthesizer: Synthesizer) -> None:
     with pytest.raises(Aborted):
         synthesizer.engine.synthesize([50] * 10, style, 1.0, options)
     assert len(synthesizer.engine.synthesize([50] * 10, style, 1.0).audio) > 0
+
+
+def test_the_duration_edit_changes_no_sample(synthesizer: Synthesizer) -> None:
+    engine = synthesizer.engine
+    assert engine.has_durations and engine.config.tail_frames is None
+    unedited = ort.InferenceSession(
+        str(engine.config.model_path), providers=["CPUExecutionProvider"]
+    )
+    tokens = synthesizer.plan(SENTENCE)[0].tokens
+    style = synthesizer.voices.style("jf_alpha", len(tokens))
+    feed = {
+        "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+        "style": style.reshape(1, -1),
+        "speed": np.array([1.0], dtype=np.float32),
+    }
+    (reference,) = unedited.run(["audio"], feed)
+    edited = engine.synthesize(tokens, style, 1.0)
+    np.testing.assert_array_equal(edited.audio, reference.reshape(-1))
+    assert edited.durations is not None and len(edited.durations) == len(tokens) + 2
+    assert len(edited.audio) == int(edited.durations.sum()) * SAMPLES_PER_FRAME
+
+
+@pytest.mark.parametrize("text", ["He cleaned the great lens,", SENTENCE])
+def test_tail_cap_cuts_the_closing_pause_not_the_speech(
+    synthesizer: Synthesizer, text: str
+) -> None:
+    full_engine = synthesizer.engine
+    capped_engine = Engine(replace(full_engine.config, tail_frames=5))
+    try:
+        tokens = synthesizer.plan(text)[0].tokens
+        style = synthesizer.voices.style("jf_alpha", len(tokens))
+        capped = capped_engine.synthesize(tokens, style, 1.0)
+        full = full_engine.synthesize(tokens, style, 1.0)
+    finally:
+        capped_engine.close()
+    assert full.durations is not None and capped.durations is not None
+    caps = tail_caps(tokens, full_engine.config.pause_tokens, 5)[0]
+    np.testing.assert_array_equal(capped.durations, np.minimum(full.durations, caps))
+    assert capped.durations.sum() < full.durations.sum(), "the closing pause is shorter"
+    assert len(capped.audio) == int(capped.durations.sum()) * SAMPLES_PER_FRAME
+    heard_capped = shape_segment(capped.audio, "word", final=True)
+    heard_full = shape_segment(full.audio, "word", final=True)
+    assert abs(len(heard_capped) - len(heard_full)) / SAMPLE_RATE < 0.06, "the speech is kept"
+
+
+def test_duration_cap_edit_is_idempotent_and_skips_foreign_graphs(
+    synthesizer: Synthesizer,
+) -> None:
+    model = onnx.load(str(synthesizer.engine.config.model_path))
+    assert not has_duration_cap(model)
+    assert add_duration_cap(model)
+    nodes = len(model.graph.node)
+    assert add_duration_cap(model) and len(model.graph.node) == nodes
+    identity = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["x"], ["y"])],
+            "identity",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+        )
+    )
+    assert not add_duration_cap(identity)
+    assert not has_duration_cap(identity)
+
+
+def test_tail_caps_cover_the_end_pad_and_trailing_pauses() -> None:
+    caps = tail_caps([50, 16, 60, 3, 16], frozenset({3, 16}), 4)
+    assert caps.shape == (1, 7)
+    assert list(caps[0]) == [np.inf, np.inf, np.inf, np.inf, 4, 4, 4]
+    word_cut = tail_caps([50, 16, 60], frozenset({3, 16}), 4)
+    assert np.isinf(word_cut).all(), "the last sound is drawn out over the end pad: no cap"

@@ -128,7 +128,7 @@ def test_server_keeps_serving_after_bad_requests(client: TestClient) -> None:
 
 def test_voices_health_ready_models(client: TestClient) -> None:
     voices = client.get("/v1/voices").json()
-    assert voices["default"] == "jf_alpha"
+    assert voices["default"] == "jm_kumo"
     assert {"name": "jm_kumo", "language": "ja", "gender": "male"} in voices["voices"]
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")

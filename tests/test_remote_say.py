@@ -16,6 +16,7 @@ import soundfile as sf
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 from tests.live import live_server
+from tests.speech import Transcriber, word_error_rate
 
 pytestmark = pytest.mark.model
 
@@ -66,9 +67,13 @@ def test_a_slow_link_gets_larger_frames_and_the_same_audio(url: str, tmp_path: P
     assert slow["frame_ms"]["mean"] > plain["frame_ms"]["mean"], (plain, slow)
     assert slow["frames"] < plain["frames"]
     assert any(change["reason"] == "slow_network" for change in slow["flow"])
+    assert plain["link_realtime"] is None
+    assert slow["link_realtime"] == pytest.approx(64 / 384, abs=0.001), "underruns explained"
 
 
-def test_stdin_words_are_spoken_as_they_arrive(url: str, tmp_path: Path) -> None:
+def test_stdin_words_are_spoken_as_they_arrive(
+    url: str, tmp_path: Path, transcriber: Transcriber
+) -> None:
     out = tmp_path / "stdin.wav"
     report = say(url, out, stdin_words=PARAGRAPH.split(" "))
     assert report["reason"] == "complete"
@@ -76,3 +81,7 @@ def test_stdin_words_are_spoken_as_they_arrive(url: str, tmp_path: Path) -> None
     audio, rate = sf.read(str(out), dtype="float32")
     assert rate == 24_000
     assert len(audio) / rate == pytest.approx(report["audio_s"], abs=0.01)
+    heard = transcriber.transcribe(audio)
+    wer = word_error_rate([PARAGRAPH], [heard])
+    print(f"stdin, one word per 100 ms: WER {wer:.3f}, TTFA {report['ttfa_ms']} ms: {heard}")
+    assert wer <= 0.10, heard

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable
@@ -11,7 +12,8 @@ import pytest
 
 from actors.segmentation import Segmenter, SegmenterPolicy, TextSegment
 
-POLICY = SegmenterPolicy(first_max_words=4, first_min_words=2, growth=2.0)
+POLICY = SegmenterPolicy(first_max_words=4, first_min_words=2, growth=2.0, first_max_chars=300)
+"""Word limits only (the character limit starts at ``max_chars``), so word rules show plainly."""
 """The rules below are written for these sizes; the server's defaults may be tuned apart."""
 
 Chunker = Callable[[str], list[str]]
@@ -246,7 +248,7 @@ def test_long_text_without_punctuation_is_cut_at_word_boundaries_within_the_caps
         "".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 14))) for _ in range(3000)
     ]
     text = " ".join(words)
-    policy = replace(POLICY, max_chars=120)
+    policy = replace(POLICY, first_max_chars=120, max_chars=120)
     segments = run(text, _random(3)(text), policy=policy)
     check_invariants(text, segments)
     assert all(len(s.text.split()) <= policy.max_words for s in segments)
@@ -256,8 +258,25 @@ def test_long_text_without_punctuation_is_cut_at_word_boundaries_within_the_caps
 
 def test_a_token_longer_than_max_chars_goes_alone() -> None:
     url = "https://example.com/" + "a" * 80
-    segments = run(f"Open this link {url} and then wait.", policy=replace(POLICY, max_chars=50))
+    policy = replace(POLICY, first_max_chars=50, max_chars=50)
+    segments = run(f"Open this link {url} and then wait.", policy=policy)
     assert texts_of(segments) == ["Open this link", url, "and then wait."]
+
+
+def test_the_character_limit_keeps_early_segments_of_long_words_short() -> None:
+    """Generation time follows characters: "lighthouse keeper climbed" is three words, but as
+    long to synthesize as eight short ones."""
+    policy = SegmenterPolicy()  # 2 words or 12 characters first, both limits x1.5 after
+    text = "The old lighthouse keeper climbed the stairs every evening at dusk. Then he slept."
+    segments = run(text, _random(5)(text), policy=policy)
+    check_invariants(text, segments)
+    assert texts_of(segments)[:3] == ["The old", "lighthouse keeper", "climbed the stairs every"]
+    limit = float(policy.first_max_chars)
+    for segment in segments:
+        assert len(segment.text) <= limit or " " not in segment.text
+        limit = min(policy.max_chars, math.ceil(limit * policy.growth))
+    words_only = run(text, policy=replace(policy, first_max_chars=policy.max_chars))
+    assert texts_of(words_only)[1] == "lighthouse keeper climbed"
 
 
 def test_flush_emits_the_partial_buffer() -> None:
@@ -417,6 +436,8 @@ def test_a_hundred_kilobyte_stream_fed_one_character_at_a_time() -> None:
         {"growth": 0.5},
         {"max_words": 0},
         {"max_chars": 0},
+        {"first_max_chars": 0},
+        {"first_max_chars": 301, "max_chars": 300},
         {"min_words": 0},
     ],
 )

@@ -91,7 +91,7 @@ async def test_text_fed_word_by_word_is_spoken_correctly(
     server: str, transcriber: Transcriber
 ) -> None:
     client = await Client.connect(server)
-    log = await client.start("w", voice="jf_alpha")
+    log = await client.start("w")  # the default voice (see test_intelligibility for the others)
     words = PARAGRAPH.split(" ")
     for index, word in enumerate(words):
         piece = word if index == 0 else " " + word

@@ -15,8 +15,14 @@ const SAMPLE_RATE = 24000; // what we ask the server for (its default)
 // Pre-roll before playback starts (and after an underrun). ?preroll=MS overrides it.
 const PREROLL_MS = Number(params.get("preroll")) || 200;
 // Optional: wait at least this long after the first frame before starting (absorbs a slow
-// second segment at the cost of latency). Off by default.
+// second segment at the cost of latency). Off by default; the adaptive start below does this
+// only when the server turns out to be slow.
 const START_DELAY_MS = Number(params.get("hold")) || 0;
+// Adaptive start: the server starts the second segment when the first is done, and the second
+// is at most 1.5x as long (the server's segment growth), so it should be ready about
+// NEXT_GEN_RATIO x the first one's generation time after the first audio. Playback starts late
+// enough that a pre-roll's worth of the first segment is still left then.
+const NEXT_GEN_RATIO = 1.5;
 // ?rate=48000 forces another AudioContext rate (exercises the worklet's resampler).
 const CONTEXT_RATE = Number(params.get("rate")) || SAMPLE_RATE;
 const PLAYED_EVERY_MS = 200;
@@ -62,6 +68,7 @@ function freshState(stream = null) {
     doneSamples: null,
     frameMs: null,
     bufferedMs: 0,
+    startHoldMs: null, // the adaptive start's wait after the first audio
   };
 }
 // Mutated in place so that a reference taken earlier stays live; `seqs` is a new array per stream.
@@ -299,6 +306,12 @@ function onServerMessage(msg) {
         charEnd: msg.char_end,
       });
       cur.segSamples += msg.samples;
+      if (msg.seg === 0 && player) {
+        const audioMs = (msg.samples / SAMPLE_RATE) * 1000;
+        const holdMs = Math.max(0, NEXT_GEN_RATIO * msg.gen_ms - audioMs + PREROLL_MS);
+        S.startHoldMs = Math.round(holdMs);
+        player.port.postMessage({ type: "plan", holdMs });
+      }
       renderTranscript(true);
       return;
     case "flow":

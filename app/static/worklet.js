@@ -5,8 +5,14 @@
 // plays silence through underruns without ever stopping, fades in/out to avoid clicks, and
 // reports {played, buffered, underruns, started, drained} back every ~100 ms.
 //
+// Adaptive start: the first start also waits for the page's "plan" (sent when the first
+// segment is complete and its generation time is known), which may hold playback a little
+// longer after the first audio, so that a slow server's second segment arrives in time.
+//
 // Messages in (port):
-//   {type: "reset", token, srcRate, prerollMs}  new stream: fade out what is left, zero counters
+//   {type: "reset", token, srcRate, prerollMs, startDelayMs}  new stream: fade out what is left,
+//                                                 zero counters, wait for a plan
+//   {type: "plan", holdMs}                       start no earlier than holdMs after first audio
 //   {type: "audio", samples: Float32Array}       append PCM of the current stream
 //   {type: "end"}                                no more audio for this stream: play out the rest
 //   {type: "stop"}                               fade out quickly and drop the buffer
@@ -16,6 +22,9 @@
 const CAPACITY_SECONDS = 30;
 const FADE_SECONDS = 0.005;
 const REPORT_SECONDS = 0.1;
+// Without a plan, start anyway once this much is buffered (a plan normally comes with the first
+// segment's last frame).
+const PLAN_WAIT_SECONDS = 1.0;
 
 class RingPlayer extends AudioWorkletProcessor {
   constructor() {
@@ -27,7 +36,8 @@ class RingPlayer extends AudioWorkletProcessor {
     this.frac = 0; // resampler phase between ring[readIdx] and ring[readIdx + 1]
     this.token = 0;
     this.prerollSamples = Math.round(0.12 * this.srcRate);
-    this.holdFrames = 0; // optional minimum wait after the first frame before the first start
+    this.holdFrames = 0; // minimum wait after the first frame before the first start
+    this.awaitPlan = false; // first start waits for the page's plan (or PLAN_WAIT_SECONDS)
     this.tail = null; // faded-out remainder of a stopped stream, at the context rate
     this.tailPos = 0;
     this.resetCounters();
@@ -56,6 +66,10 @@ class RingPlayer extends AudioWorkletProcessor {
       case "end":
         this.ended = true;
         break;
+      case "plan":
+        this.holdFrames = Math.max(this.holdFrames, Math.round((msg.holdMs / 1000) * sampleRate));
+        this.awaitPlan = false;
+        break;
       case "stop":
         this.fadeOutAndClear();
         this.ended = true;
@@ -71,6 +85,7 @@ class RingPlayer extends AudioWorkletProcessor {
         }
         this.prerollSamples = Math.round(((msg.prerollMs ?? 120) / 1000) * this.srcRate);
         this.holdFrames = Math.round(((msg.startDelayMs ?? 0) / 1000) * sampleRate);
+        this.awaitPlan = true;
         this.report();
         break;
     }
@@ -141,8 +156,11 @@ class RingPlayer extends AudioWorkletProcessor {
     const fadeSrc = FADE_SECONDS * this.srcRate;
 
     // Start (or resume after an underrun) once the pre-roll is buffered, or at once when the
-    // stream has ended and whatever is left is all there will be.
-    const held = !this.started && currentFrame - this.firstAudioAt < this.holdFrames;
+    // stream has ended and whatever is left is all there will be. The first start also waits
+    // for the plan and its hold.
+    const planPending = this.awaitPlan && this.count < PLAN_WAIT_SECONDS * this.srcRate;
+    const held =
+      !this.started && (planPending || currentFrame - this.firstAudioAt < this.holdFrames);
     if (!this.playing && this.count > 0 && ((this.count >= this.prerollSamples && !held) || this.ended)) {
       this.playing = true;
       this.started = true;

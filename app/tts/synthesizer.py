@@ -16,7 +16,7 @@ from app.tts.chunking import Chunker, TextChunk
 from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig
 from app.tts.model_store import resolve_model
 from app.tts.normalize import normalize
-from app.tts.phonemes import Phonemizer, Tokenizer, load_vocab
+from app.tts.phonemes import Phonemizer, Tokenizer, load_vocab, pause_token_ids
 from app.tts.voices import VoiceBank
 
 MIN_SPEED = 0.25
@@ -66,8 +66,13 @@ class Synthesizer:
         voices = VoiceBank.load(settings.voices_path)
         voices.check(settings.default_voice)
         model_path = resolve_model(settings.model_path, settings.cache_dir)
-        engine = Engine(EngineConfig(model_path, intra_op_threads=settings.intra_op_threads))
-        return cls(engine, voices, Phonemizer("en-us"), Tokenizer(load_vocab()))
+        vocab = load_vocab()
+        config = EngineConfig(
+            model_path,
+            intra_op_threads=settings.intra_op_threads,
+            pause_tokens=pause_token_ids(vocab),
+        )
+        return cls(Engine(config), voices, Phonemizer("en-us"), Tokenizer(vocab))
 
     def plan(self, text: str) -> list[TextChunk]:
         """Normalise and split ``text`` into model calls."""
