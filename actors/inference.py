@@ -1,12 +1,24 @@
-"""The inference actor: one per execution-provider session, running jobs on the engine's thread.
+"""The inference actor: one per execution-provider session, running jobs on its engine's thread.
 
 A job's text is normalised, phonemised and (if it exceeds the model's window) split on the
 engine's thread, then synthesized. A cancelled stream's in-flight job is aborted through
 ONNX Runtime's ``RunOptions.terminate``, so cancel does not wait for the rest of a long segment.
+
+Failures. A job the text itself makes impossible (``TTSError``: nothing speakable, for instance)
+fails for its stream only. Any other exception, or a call that outlives ``timeout_s``, is the
+engine's fault: the actor reports ``WorkerFailed`` (the scheduler runs the job elsewhere; none of
+its audio has been delivered) and opens its circuit breaker: it takes no job until a health probe
+(a short synthesis) succeeds. Probes start ``probe_after_s`` later and back off, doubling up to
+``probe_max_s``; the actor then reports ``WorkerIdle`` and is back in rotation. A failed probe is
+reported too (``WorkerProbeFailed``): when no session is healthy, the scheduler gives up the
+waiting jobs rather than let their streams hang. A hung call stays on the engine's thread, so
+probes queue behind it and time out until it returns.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import logging
 import threading
 import time
@@ -16,9 +28,16 @@ from functools import partial
 import onnxruntime as ort
 
 from actors.base import Actor
-from actors.messages import SegmentAudio, SegmentFailed, SegmentJob, StreamKey
+from actors.messages import (
+    SegmentAudio,
+    SegmentFailed,
+    SegmentJob,
+    StreamKey,
+    WorkerFailed,
+    WorkerProbeFailed,
+)
 from app.errors import TTSError
-from app.tts.engine import Aborted
+from app.tts.engine import Aborted, Engine
 from app.tts.synthesizer import Synthesizer
 
 logger = logging.getLogger(__name__)
@@ -26,8 +45,14 @@ logger = logging.getLogger(__name__)
 Deliver = Callable[[SegmentAudio | SegmentFailed], Awaitable[None]]
 
 
+class Health(enum.Enum):
+    OK = "ok"
+    OUT = "out"
+    """Out of rotation after a failure; probing."""
+
+
 class InferenceActor(Actor[SegmentJob]):
-    """Runs one job at a time on its synthesizer's engine and delivers the audio."""
+    """Runs one job at a time on its engine and delivers the audio."""
 
     def __init__(
         self,
@@ -35,12 +60,30 @@ class InferenceActor(Actor[SegmentJob]):
         synthesizer: Synthesizer,
         deliver: Deliver,
         on_idle: Callable[[str], None],
+        *,
+        engine: Engine | None = None,
+        on_failed: Callable[[WorkerFailed | WorkerProbeFailed], None] | None = None,
+        timeout_s: float = 30.0,
+        probe_after_s: float = 5.0,
+        probe_max_s: float = 60.0,
+        probe_voice: str = "jm_kumo",
     ) -> None:
         super().__init__(name=name, mailbox_size=1)
+        if timeout_s <= 0 or probe_after_s <= 0 or probe_max_s < probe_after_s:
+            raise ValueError("need timeout_s > 0 and 0 < probe_after_s <= probe_max_s")
         self.synthesizer = synthesizer
-        self.provider = synthesizer.engine.providers[0]
+        self.engine = engine or synthesizer.engine
+        self.provider = self.engine.providers[0]
         self._deliver = deliver
         self._on_idle = on_idle
+        self._on_failed = on_failed
+        self.timeout_s = timeout_s
+        self.probe_after_s = probe_after_s
+        self.probe_max_s = probe_max_s
+        self.probe_voice = probe_voice
+        self.health = Health.OK
+        self.failures = 0
+        self.recoveries = 0
         self._lock = threading.Lock()
         self._current: tuple[StreamKey, ort.RunOptions] | None = None
 
@@ -52,17 +95,32 @@ class InferenceActor(Actor[SegmentJob]):
                 return True
         return False
 
+    def stats(self) -> dict[str, object]:
+        return {
+            "provider": self.provider,
+            "health": self.health.value,
+            "failures": self.failures,
+            "recoveries": self.recoveries,
+            "mailbox_depth": self.mailbox_depth,
+        }
+
     async def handle(self, job: SegmentJob) -> None:
         run_options = ort.RunOptions()
         with self._lock:
             self._current = (job.key, run_options)
         started = time.monotonic()
-        outcome: SegmentAudio | SegmentFailed | None
+        outcome: SegmentAudio | SegmentFailed | None = None
+        failure: str | None = None
         try:
             render = partial(
-                self.synthesizer.render, job.segment.text, job.voice, job.speed, run_options
+                self.synthesizer.render,
+                job.segment.text,
+                job.voice,
+                job.speed,
+                run_options,
+                self.engine,
             )
-            result = await self.synthesizer.engine.call(render)
+            result = await asyncio.wait_for(self.engine.call(render), self.timeout_s)
             outcome = SegmentAudio(
                 job=job,
                 audio=result.audio,
@@ -71,15 +129,51 @@ class InferenceActor(Actor[SegmentJob]):
                 provider=self.provider,
             )
         except Aborted:
-            outcome = None
+            pass
         except TTSError as error:
             outcome = SegmentFailed(job, error.code, error.message)
+        except TimeoutError:
+            run_options.terminate = True  # stops the call if the engine still honours it
+            failure = f"no result within {self.timeout_s:g} s"
         except Exception as error:
-            logger.exception("inference failed for %s segment %d", job.key, job.segment.index)
-            outcome = SegmentFailed(job, "internal", f"synthesis failed: {error}")
+            failure = f"{type(error).__name__}: {error}"
         finally:
             with self._lock:
                 self._current = None
+        if failure is None:
             self._on_idle(self.name)
-        if outcome is not None:
-            await self._deliver(outcome)
+            if outcome is not None:
+                await self._deliver(outcome)
+            return
+        logger.warning(
+            "%s failed on %s segment %d (%s); out of rotation",
+            self.name,
+            job.key,
+            job.segment.index,
+            failure,
+        )
+        self.failures += 1
+        self.health = Health.OUT
+        if self._on_failed is not None:
+            self._on_failed(WorkerFailed(self.name, job, failure))
+        await self._recover()
+
+    async def _recover(self) -> None:
+        """Probe the engine with backoff until it synthesizes again, then rejoin the rotation."""
+        delay = self.probe_after_s
+        while True:
+            await asyncio.sleep(delay)  # the breaker's open interval
+            probe = partial(self.synthesizer.warm_up, self.probe_voice, self.engine)
+            try:
+                await asyncio.wait_for(self.engine.call(probe), self.timeout_s)
+            except Exception as error:  # any failure keeps the breaker open
+                logger.warning("%s: health probe failed (%r)", self.name, error)
+                if self._on_failed is not None:
+                    self._on_failed(WorkerProbeFailed(self.name))
+                delay = min(delay * 2, self.probe_max_s)
+                continue
+            break
+        self.health = Health.OK
+        self.recoveries += 1
+        logger.info("%s passed its health probe; back in rotation", self.name)
+        self._on_idle(self.name)

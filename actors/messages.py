@@ -44,6 +44,24 @@ class WorkerIdle:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerFailed:
+    """An inference actor's engine raised or timed out on ``job``. None of the job's audio was
+    delivered, so the job can run again elsewhere. The actor is out of rotation until a health
+    probe succeeds; it then sends ``WorkerIdle``."""
+
+    worker: str
+    job: SegmentJob
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerProbeFailed:
+    """A failed inference actor's health probe failed too: it stays out of rotation."""
+
+    worker: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDemand:
     """The stream's client is running low (or not): re-evaluate whether its next job may run.
 
@@ -86,6 +104,8 @@ class SegmentJob:
     received_at: float
     deadline: float = 0.0
     queued_at: float = 0.0
+    attempt: int = 0
+    """0 for the first try; a job whose worker failed is retried with ``attempt + 1``."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)

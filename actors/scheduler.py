@@ -8,18 +8,33 @@ stream's first words overtake the tail of a long one.
 A stream has at most one job in flight, and a stream whose chunker reports enough audio ahead of
 its client (``StreamDemand`` with a lead above ``max_lead_seconds``) is not served at all until it
 reports otherwise: a slow or paused client costs neither compute nor memory.
+
+Fallback: when a worker fails a job (``WorkerFailed``), the job goes back to the front of its
+stream's queue and runs on the next idle worker; the failed worker stays out of the idle pool
+until it reports ``WorkerIdle`` after a successful health probe. A job that has failed
+``max_attempts`` times is given up: its stream gets a ``SegmentFailed``. So is every waiting
+job when a health probe fails while no worker is healthy: nothing could run it.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from actors.base import Actor
 from actors.inference import InferenceActor
-from actors.messages import CancelStream, SegmentJob, StreamDemand, StreamKey, WorkerIdle
+from actors.messages import (
+    CancelStream,
+    SegmentFailed,
+    SegmentJob,
+    StreamDemand,
+    StreamKey,
+    WorkerFailed,
+    WorkerIdle,
+    WorkerProbeFailed,
+)
 
 
 @dataclass(slots=True)
@@ -44,9 +59,18 @@ class Scheduler(Actor[SegmentJob]):
         max_lead_seconds: float = 2.0,
         mailbox_size: int = 256,
         clock: Callable[[], float] = time.monotonic,
+        max_attempts: int = 3,
+        give_up: Callable[[SegmentFailed], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(name="scheduler", mailbox_size=mailbox_size)
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.max_attempts = max_attempts
+        self.retries = 0
+        self.given_up = 0
+        self._give_up = give_up
         self._workers = {worker.name: worker for worker in workers}
+        self._out: set[str] = set()
         self._idle: deque[str] = deque(self._workers)
         self._busy: dict[str, StreamKey] = {}
         self._streams: dict[StreamKey, _StreamQueue] = {}
@@ -75,7 +99,15 @@ class Scheduler(Actor[SegmentJob]):
             key = self._busy.pop(message.worker, None)
             if key is not None and key in self._streams:
                 self._streams[key].in_flight = False
-            self._idle.append(message.worker)
+            self._out.discard(message.worker)
+            if message.worker not in self._idle:
+                self._idle.append(message.worker)
+        elif isinstance(message, WorkerFailed):
+            self._out.add(message.worker)
+            await self._retry(message)
+        elif isinstance(message, WorkerProbeFailed):
+            if self._out >= set(self._workers):
+                await self._give_up_waiting("no inference session is healthy")
         elif isinstance(message, StreamDemand):
             state = self._stream(message.key)
             state.lead_seconds, state.lead_at = message.lead_seconds, message.at
@@ -88,6 +120,40 @@ class Scheduler(Actor[SegmentJob]):
             for worker in self._workers.values():
                 worker.abort(message.key)
         await self._dispatch()
+
+    async def _retry(self, failed: WorkerFailed) -> None:
+        """Put a failed job back at the front of its stream's queue, or give it up."""
+        key = self._busy.pop(failed.worker, None)
+        state = self._streams.get(failed.job.key)
+        if state is None or key != failed.job.key:
+            return  # the stream was cancelled or ended meanwhile
+        state.in_flight = False
+        attempt = failed.job.attempt + 1
+        if attempt < self.max_attempts:
+            self.retries += 1
+            state.jobs.appendleft(replace(failed.job, attempt=attempt, queued_at=self._clock()))
+            return
+        self.given_up += 1
+        if self._give_up is not None:
+            message = f"synthesis failed {attempt} times; last: {failed.reason}"
+            await self._give_up(SegmentFailed(failed.job, "inference_failed", message))
+        del self._streams[failed.job.key]
+
+    async def _give_up_waiting(self, reason: str) -> None:
+        """Fail every stream that has a job waiting: no worker could run it."""
+        for key, state in list(self._streams.items()):
+            if not state.jobs:
+                continue
+            job = state.jobs.popleft()
+            state.jobs.clear()
+            self.given_up += 1
+            if self._give_up is not None:
+                await self._give_up(SegmentFailed(job, "inference_failed", reason))
+            del self._streams[key]
+
+    @property
+    def idle_workers(self) -> list[str]:
+        return list(self._idle)
 
     def _next(self) -> tuple[StreamKey, _StreamQueue] | None:
         eligible = [

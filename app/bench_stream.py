@@ -30,6 +30,7 @@ from websockets.asyncio.client import connect
 
 from app import wire
 from app.bench import machine_facts
+from app.client import PlaybackClock
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 
@@ -70,53 +71,53 @@ async def _stream_once(url: str, pieces: Sequence[str], gap: float) -> dict[str,
             await pack(type="end", stream="s")
 
         first_audio: float | None = None
-        frames: list[tuple[float, int]] = []
+        events: list[tuple[float, dict[str, Any]]] = []
         segments: list[dict[str, Any]] = []
         async with asyncio.TaskGroup() as group:
             group.create_task(feed())
             while True:
                 message = wire.decode_server(await ws.recv(decode=False))
+                arrived = time.monotonic() - sent_at
                 if message["type"] == "audio":
-                    arrived = time.monotonic() - sent_at
                     first_audio = arrived if first_audio is None else first_audio
-                    frames.append((arrived, len(message["data"]) // 2))
+                    events.append((arrived, message))
                 elif message["type"] == "segment":
                     segments.append(message)
+                    events.append((arrived, message))
                 elif message["type"] == "error":
                     raise RuntimeError(f"server error: {message}")
                 elif message["type"] == "done":
                     done = message
                     break
-    stalls, stalled = playback_stalls(frames)
+    underruns, hold = replay_player(events)
     return {
         "client_ttfa_s": first_audio,
         "done": done,
         "segments": segments,
-        "stalls": stalls,
-        "stalled_s": stalled,
+        "underruns": underruns,
+        "start_hold_s": hold,
     }
 
 
-def playback_stalls(
-    frames: Sequence[tuple[float, int]], sample_rate: int = 24_000
-) -> tuple[int, float]:
-    """Underruns a player would have had starting at the first frame with no pre-roll.
+class _ReplayClock:
+    now = 0.0
 
-    Returns how many frames arrived after the audio before them had finished playing, and
-    the silence that caused in all (seconds).
-    """
-    if not frames:
-        return 0, 0.0
-    clock = frames[0][0]
-    count, silence = 0, 0.0
-    for arrived, samples in frames:
-        if arrived > clock:
-            if clock > frames[0][0]:
-                count += 1
-                silence += arrived - clock
-            clock = arrived
-        clock += samples / sample_rate
-    return count, silence
+    def __call__(self) -> float:
+        return self.now
+
+
+def replay_player(events: Sequence[tuple[float, dict[str, Any]]]) -> tuple[int, float]:
+    """Underruns the Python client's player model (120 ms pre-roll, adaptive start) would have
+    had with these arrival times, and how long it held the start after the first audio."""
+    clock = _ReplayClock()
+    player = PlaybackClock(clock=clock)
+    for arrived, message in events:
+        clock.now = arrived
+        if message["type"] == "audio":
+            player.add(len(message["data"]) // 2)
+        elif message["seg"] == 0:
+            player.plan(float(message["gen_ms"]), int(message["samples"]))
+    return player.underruns, player.start_hold_s
 
 
 def _median(values: list[float]) -> float:
@@ -201,8 +202,8 @@ def run_stream_bench(settings: Settings, rounds: int, json_path: Path | None) ->
             "client_ttfa_s": {"p50": _median(client), "p95": round(max(client), 4)},
             "server_ttfa_s": {"p50": _median(server), "p95": round(max(server), 4)},
             "rtf": _median([run["done"]["rtf"] for run in runs]),
-            "stalls_per_stream": _median([run["stalls"] for run in runs]),
-            "stalled_ms_per_stream": round(_median([run["stalled_s"] for run in runs]) * 1000),
+            "underruns_max": max(run["underruns"] for run in runs),
+            "start_hold_ms_p50": round(_median([run["start_hold_s"] for run in runs]) * 1000),
             "segments": len(runs[0]["segments"]),
         }
     paragraph_ttfa = summary["paragraph"]["client_ttfa_s"]["p50"]
@@ -230,14 +231,14 @@ def run_stream_bench(settings: Settings, rounds: int, json_path: Path | None) ->
 def _print_table(report: dict[str, Any]) -> None:
     print(
         f"{'stream':<14} {'client TTFA p50/p95 ms':>23} {'server TTFA p50 ms':>19} {'RTF':>6}"
-        f" {'stalls':>6} {'stalled ms':>10}"
+        f" {'underruns':>9} {'hold ms':>7}"
     )
     for name, figures in report["streams"].items():
         client = figures["client_ttfa_s"]
         print(
             f"{name:<14} {client['p50'] * 1000:>11.0f} / {client['p95'] * 1000:<9.0f} "
             f"{figures['server_ttfa_s']['p50'] * 1000:>19.0f} {figures['rtf']:>6.3f}"
-            f" {figures['stalls_per_stream']:>6.0f} {figures['stalled_ms_per_stream']:>10}"
+            f" {figures['underruns_max']:>9} {figures['start_hold_ms_p50']:>7}"
         )
     engine = report["engine"]
     print(

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP server")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--plan", help="provider plan, e.g. cpu:2x1 (sessions x threads), or auto (default)"
+    )
+    serve.add_argument(
+        "--rebenchmark", action="store_true", help="with --plan auto: ignore the cached choice"
+    )
     _add_model_options(serve)
 
     bench = commands.add_parser("bench", help="benchmarks")
@@ -85,6 +91,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "voices_path": getattr(args, "voices", None),
         "cache_dir": getattr(args, "cache_dir", None),
         "intra_op_threads": getattr(args, "threads", None),
+        "plan": getattr(args, "plan", None),
+        "rebenchmark": getattr(args, "rebenchmark", None) or None,
     }
     given = {key: value for key, value in overrides.items() if value is not None}
     return dataclasses.replace(Settings.from_env(), **given)
@@ -158,9 +166,10 @@ def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn  # noqa: PLC0415  (only the server needs it)
 
+    from app.plan_loader import load_for_serving  # noqa: PLC0415
     from app.server import create_app  # noqa: PLC0415
 
-    synthesizer = Synthesizer.load(settings)
+    synthesizer, plan_choice = load_for_serving(settings)
     fatal: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -169,7 +178,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, synthesizer, on_fatal)
+    app = create_app(settings, synthesizer, on_fatal, plan_choice)
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from starlette.routing import Route
 
 from app.audio_formats import FORMATS, encode
 from app.errors import TextTooLongError, TTSError
+from app.plan_loader import PlanChoice
 from app.service import Phase, Service
 from app.tts.engine import SAMPLE_RATE
 from app.tts.synthesizer import MAX_SPEED, MIN_SPEED
@@ -120,7 +122,20 @@ async def stats(request: Request) -> Response:
         pipeline = service.pipeline
     except TTSError as error:
         return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
-    return JSONResponse(pipeline.stats())
+    body = pipeline.stats()
+    if service.plan_choice is not None:
+        body["plan"] = _plan_report(service.plan_choice)
+    return JSONResponse(body)
+
+
+def _plan_report(choice: PlanChoice) -> dict[str, Any]:
+    return {
+        "plan": choice.plan,
+        "source": choice.source,
+        "seconds": round(choice.seconds, 3),
+        "rule": choice.rule,
+        "scores": [dataclasses.asdict(score) for score in choice.scores],
+    }
 
 
 async def health(request: Request) -> Response:
@@ -134,6 +149,9 @@ async def ready(request: Request) -> Response:
         body["error"] = service.error
     if service.phase is Phase.READY:
         body["startup_seconds"] = {k: round(v, 3) for k, v in service.startup_seconds.items()}
+        if service.plan_choice is not None:
+            body["plan"] = service.plan_choice.plan
+            body["plan_source"] = service.plan_choice.source
         return JSONResponse(body)
     return JSONResponse(body, 503, headers={"Retry-After": "1"})
 

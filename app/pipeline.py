@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from actors.base import ActorClosed
@@ -20,25 +21,67 @@ from actors.messages import (
     SegmentFailed,
     SegmentGenerated,
     StreamKey,
+    WorkerFailed,
     WorkerIdle,
+    WorkerProbeFailed,
 )
 from actors.metrics import MetricsActor
 from actors.scheduler import Scheduler
 from actors.supervisor import Supervisor
+from app.providers import ACCELERATORS
 from app.tts.engine import SAMPLE_RATE
 from app.tts.synthesizer import Synthesizer
+
+
+def _short(provider: str) -> str:
+    return ACCELERATORS.get(provider, "cpu")
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackPolicy:
+    """How inference failures are handled (see ``actors.inference``)."""
+
+    timeout_s: float = 30.0
+    probe_after_s: float = 5.0
+    probe_max_s: float = 60.0
+    """Longest wait between probes (the wait doubles after each failed probe)."""
+    max_attempts: int = 3
 
 
 class Pipeline:
     """Owns the shared actors and the registry of live streams' chunkers."""
 
-    def __init__(self, synthesizer: Synthesizer, *, max_lead_seconds: float) -> None:
+    def __init__(
+        self,
+        synthesizer: Synthesizer,
+        *,
+        max_lead_seconds: float,
+        fallback: FallbackPolicy = FallbackPolicy(),
+        probe_voice: str = "jm_kumo",
+    ) -> None:
         self.synthesizer = synthesizer
         self.metrics = MetricsActor()
         self.workers = [
-            InferenceActor("inference:cpu-0", synthesizer, self._deliver, self._worker_idle)
+            InferenceActor(
+                f"inference:{_short(engine.providers[0])}-{index}",
+                synthesizer,
+                self._deliver,
+                self._worker_idle,
+                engine=engine,
+                on_failed=self._worker_failed,
+                timeout_s=fallback.timeout_s,
+                probe_after_s=fallback.probe_after_s,
+                probe_max_s=fallback.probe_max_s,
+                probe_voice=probe_voice,
+            )
+            for index, engine in enumerate(synthesizer.engines)
         ]
-        self.scheduler = Scheduler(self.workers, max_lead_seconds=max_lead_seconds)
+        self.scheduler = Scheduler(
+            self.workers,
+            max_lead_seconds=max_lead_seconds,
+            max_attempts=fallback.max_attempts,
+            give_up=self._deliver,
+        )
         self.max_lead_seconds = max_lead_seconds
         self._chunkers: dict[StreamKey, StreamChunker] = {}
 
@@ -72,10 +115,10 @@ class Pipeline:
             "scheduler": {
                 "queued_jobs": self.scheduler.queued_jobs,
                 "mailbox_depth": self.scheduler.mailbox_depth,
+                "retries": self.scheduler.retries,
+                "given_up": self.scheduler.given_up,
             },
-            "inference": {
-                worker.name: {"mailbox_depth": worker.mailbox_depth} for worker in self.workers
-            },
+            "inference": {worker.name: worker.stats() for worker in self.workers},
             "live_streams": streams,
         }
 
@@ -91,6 +134,10 @@ class Pipeline:
     def _worker_idle(self, worker: str) -> None:
         with contextlib.suppress(ActorClosed):
             self.scheduler.control(WorkerIdle(worker))
+
+    def _worker_failed(self, failed: WorkerFailed | WorkerProbeFailed) -> None:
+        with contextlib.suppress(ActorClosed):
+            self.scheduler.control(failed)
 
     async def _deliver(self, outcome: SegmentAudio | SegmentFailed) -> None:
         key = outcome.job.key

@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from app.gateway import stream_endpoint
 from app.http_api import routes
+from app.plan_loader import PlanChoice
 from app.service import Service
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
@@ -35,9 +36,12 @@ def create_app(
     settings: Settings,
     synthesizer: Synthesizer | None = None,
     on_fatal: Callable[[str], None] | None = None,
+    plan_choice: PlanChoice | None = None,
 ) -> Starlette:
-    """Build the app; the model loads (unless ``synthesizer`` is given) and warms after startup."""
-    service = Service(settings, synthesizer, on_fatal)
+    """Build the app; the model loads (unless ``synthesizer`` is given) and warms after startup.
+
+    ``plan_choice`` says how a given synthesizer's provider plan was chosen (for reports)."""
+    service = Service(settings, synthesizer, on_fatal, plan_choice)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from functools import partial
 
 from app.errors import NotReadyError, TTSError
-from app.pipeline import Pipeline
+from app.pipeline import FallbackPolicy, Pipeline
+from app.plan_loader import PlanChoice, load_for_serving
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 
@@ -37,6 +38,7 @@ class Service:
         settings: Settings,
         synthesizer: Synthesizer | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        plan_choice: PlanChoice | None = None,
     ) -> None:
         self.settings = settings
         self._synthesizer = synthesizer
@@ -49,6 +51,9 @@ class Service:
         self._settled = asyncio.Event()
         self._shutdown = asyncio.Event()
         self._pipeline: Pipeline | None = None
+        self.plan_choice = plan_choice
+        if plan_choice is not None:
+            self.startup_seconds["plan"] = plan_choice.seconds
 
     @property
     def synthesizer(self) -> Synthesizer:
@@ -70,7 +75,17 @@ class Service:
         synthesizer = await self._load_and_warm()
         if synthesizer is None:
             return
-        pipeline = Pipeline(synthesizer, max_lead_seconds=self.settings.max_lead_ms / 1000)
+        fallback = FallbackPolicy(
+            timeout_s=self.settings.inference_timeout_s,
+            probe_after_s=self.settings.probe_after_s,
+            probe_max_s=12 * self.settings.probe_after_s,
+        )
+        pipeline = Pipeline(
+            synthesizer,
+            max_lead_seconds=self.settings.max_lead_ms / 1000,
+            fallback=fallback,
+            probe_voice=self.settings.default_voice,
+        )
         try:
             async with pipeline.running():
                 self._pipeline = pipeline
@@ -95,8 +110,10 @@ class Service:
         try:
             if self._synthesizer is None:
                 started = time.perf_counter()
-                self._synthesizer = await asyncio.to_thread(Synthesizer.load, self.settings)
-                self.startup_seconds["load"] = time.perf_counter() - started
+                loaded, choice = await asyncio.to_thread(load_for_serving, self.settings)
+                self._synthesizer, self.plan_choice = loaded, choice
+                self.startup_seconds["plan"] = choice.seconds
+                self.startup_seconds["load"] = time.perf_counter() - started - choice.seconds
             self.phase = Phase.WARMING
             started = time.perf_counter()
             synthesizer = self._synthesizer

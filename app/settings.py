@@ -28,6 +28,16 @@ def _env_path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
+def _env_float(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name} must be a number, got {value!r}") from None
+
+
 def _env_int(name: str, default: int) -> int:
     value = _env(name)
     if value is None:
@@ -63,6 +73,17 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     idle_timeout_s: float = 60.0
     """A connection with no stream and no message for this long is closed."""
+    plan: str = "auto"
+    """Provider plan (``cpu:1x2``: provider, sessions x threads), or ``auto`` to pick the best
+    candidate by benchmark (cached; see ``app.strategy``)."""
+    rebenchmark: bool = False
+    """With ``plan=auto``: benchmark even if the cached choice is still valid."""
+    strategy_ttl_s: float = 7 * 24 * 3600.0
+    """How long a cached plan choice stays valid."""
+    inference_timeout_s: float = 30.0
+    """An inference call taking longer is abandoned and retried on another session."""
+    probe_after_s: float = 5.0
+    """A failed inference session is probed this long after the failure (then backing off)."""
     """HTTP synthesis requests admitted at once (running or waiting); more get 503 busy."""
 
     @classmethod
@@ -86,4 +107,8 @@ class Settings:
             max_stream_chars=_env_int("MAX_STREAM_CHARS", defaults.max_stream_chars),
             max_message_bytes=_env_int("MAX_MESSAGE_BYTES", defaults.max_message_bytes),
             idle_timeout_s=float(_env_int("IDLE_TIMEOUT_S", int(defaults.idle_timeout_s))),
+            plan=_env("PLAN") or defaults.plan,
+            strategy_ttl_s=_env_float("STRATEGY_TTL_S", defaults.strategy_ttl_s),
+            inference_timeout_s=_env_float("INFERENCE_TIMEOUT_S", defaults.inference_timeout_s),
+            probe_after_s=_env_float("PROBE_AFTER_S", defaults.probe_after_s),
         )

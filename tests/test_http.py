@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from app.server import create_app
 from app.service import Phase, Service
 from app.settings import Settings
+from app.tts.engine import Engine
 from app.tts.synthesizer import SpeechResult, Synthesizer
 
 pytestmark = pytest.mark.model
@@ -145,9 +146,9 @@ class GatedSynthesizer(Synthesizer):
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def warm_up(self, voice: str) -> float:
+    def warm_up(self, voice: str, engine: Engine | None = None) -> float:
         self.gate.wait(timeout=60)
-        return super().warm_up(voice)
+        return super().warm_up(voice, engine)
 
     def speak_blocking(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
         self.entered.set()

@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from typing import cast
 
 from actors.inference import InferenceActor
-from actors.messages import CancelStream, SegmentJob, StreamDemand, StreamKey, WorkerIdle
+from actors.messages import (
+    CancelStream,
+    SegmentFailed,
+    SegmentJob,
+    StreamDemand,
+    StreamKey,
+    WorkerFailed,
+    WorkerIdle,
+    WorkerProbeFailed,
+)
 from actors.scheduler import Scheduler
 from actors.segmentation import TextSegment
 
@@ -241,3 +250,63 @@ async def test_cancelled_job_finishing_late_does_not_free_a_new_stream_of_that_n
     await scheduler.handle_control(WorkerIdle("w1"))
     assert scheduler.queued_jobs == 0
     assert sum(len(w.jobs) for w in workers) == 3
+
+
+class GiveUps:
+    def __init__(self) -> None:
+        self.failed: list[SegmentFailed] = []
+
+    async def __call__(self, failed: SegmentFailed) -> None:
+        self.failed.append(failed)
+
+
+def make_failing_scheduler(
+    *names: str, max_attempts: int = 3
+) -> tuple[Scheduler, list[FakeWorker], GiveUps]:
+    workers = [FakeWorker(name) for name in names]
+    give_ups = GiveUps()
+    scheduler = Scheduler(
+        cast(Sequence[InferenceActor], workers),
+        clock=FakeClock(),
+        max_attempts=max_attempts,
+        give_up=give_ups,
+    )
+    return scheduler, workers, give_ups
+
+
+async def test_a_failed_job_runs_next_on_another_worker_before_later_segments() -> None:
+    scheduler, (w0, w1), give_ups = make_failing_scheduler("w0", "w1")
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(A, 1, received_at=0.0))
+    assert dispatched([w0, w1]) == [(A, 0)]  # one job in flight per stream
+    await scheduler.handle_control(WorkerFailed("w0", w0.jobs[0], "boom"))
+    assert [(j.segment.index, j.attempt) for j in w1.jobs] == [(0, 1)]
+    await scheduler.handle_control(WorkerIdle("w1"))
+    assert [(j.segment.index, j.attempt) for j in w1.jobs] == [(0, 1), (1, 0)]
+    assert len(w0.jobs) == 1, "the failed worker stays out until it reports idle"
+    assert scheduler.retries == 1 and not give_ups.failed
+
+
+async def test_a_job_failing_max_attempts_times_is_given_up() -> None:
+    scheduler, (w0,), give_ups = make_failing_scheduler("w0", max_attempts=2)
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle_control(WorkerFailed("w0", w0.jobs[-1], "boom"))
+    await scheduler.handle_control(WorkerIdle("w0"))  # probed back in: the retry runs
+    assert w0.jobs[-1].attempt == 1
+    await scheduler.handle_control(WorkerFailed("w0", w0.jobs[-1], "boom again"))
+    assert [(f.job.key, f.code) for f in give_ups.failed] == [(A, "inference_failed")]
+    assert "boom again" in give_ups.failed[0].message
+    assert scheduler.given_up == 1
+
+
+async def test_waiting_jobs_are_given_up_when_no_worker_is_healthy() -> None:
+    scheduler, (w0, w1), give_ups = make_failing_scheduler("w0", "w1")
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(B, 0, received_at=0.0))
+    await scheduler.handle_control(WorkerFailed("w0", w0.jobs[-1], "boom"))
+    await scheduler.handle_control(WorkerProbeFailed("w0"))
+    assert not give_ups.failed, "w1 is healthy: the retried job waits for it"
+    await scheduler.handle_control(WorkerFailed("w1", w1.jobs[-1], "boom"))
+    await scheduler.handle_control(WorkerProbeFailed("w1"))
+    assert sorted(f.job.key.stream for f in give_ups.failed) == ["a", "b"]
+    assert scheduler.queued_jobs == 0

@@ -10,11 +10,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import soundfile as sf
 
+from app.plan_loader import STRATEGY_FILE
 from app.settings import Settings
 from tests.speech import Transcriber, words_of
 
@@ -28,13 +32,12 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def server(
-    settings: Settings, synthesizer: object, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+@contextmanager
+def running_server(cache_dir: Path, log_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``python -m app serve`` as a child process; yields its URL and its ``/ready`` body."""
     port = _free_port()
-    env = {**os.environ, "KOKORO_CACHE_DIR": str(settings.cache_dir)}
-    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    env = {**os.environ, "KOKORO_CACHE_DIR": str(cache_dir)}
+    env.pop("KOKORO_PLAN", None)  # the default: benchmark the plans, or reuse the cached choice
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(port)],
@@ -43,23 +46,57 @@ def server(
             stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     try:
         while True:  # an external process: readiness can only be polled
             assert process.poll() is None, log_path.read_text()
             try:
-                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                response = httpx.get(f"{base}/ready", timeout=2)
+                if response.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "server did not become ready"
             time.sleep(0.2)
-        yield base
+        yield base, response.json()
     finally:
         process.send_signal(signal.SIGTERM)
         # uvicorn finishes its graceful shutdown, then re-raises the signal it caught.
         assert process.wait(timeout=30) in (0, -signal.SIGTERM), log_path.read_text()
         assert "Application shutdown complete" in log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def first_start(
+    settings: Settings, synthesizer: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The first start on this cache: no cached plan choice, so the plans are benchmarked."""
+    (settings.cache_dir / STRATEGY_FILE).unlink(missing_ok=True)
+    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    with running_server(settings.cache_dir, log_path) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def server(first_start: tuple[str, dict[str, Any]]) -> str:
+    return first_start[0]
+
+
+def test_a_second_start_reuses_the_benchmarked_plan(
+    settings: Settings, first_start: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    _, first = first_start
+    assert first["plan_source"] == "benchmark"
+    stored = (settings.cache_dir / STRATEGY_FILE).stat().st_mtime_ns
+    with running_server(settings.cache_dir, tmp_path / "second.log") as (base, second):
+        assert second["plan_source"] == "cache"
+        assert second["plan"] == first["plan"]
+        report = httpx.get(f"{base}/v1/stats", timeout=5).json()["plan"]
+        assert {score["plan"] for score in report["scores"]} >= {"cpu:1x2", "cpu:2x1"}
+    assert (settings.cache_dir / STRATEGY_FILE).stat().st_mtime_ns == stored, "no new benchmark"
+    choosing = first["startup_seconds"]["plan"], second["startup_seconds"]["plan"]
+    print(f"choosing the plan: {choosing[0]:.2f} s benchmarked, {choosing[1]:.3f} s cached")
+    assert choosing[1] < 0.1 * choosing[0]
 
 
 def test_curl_request_from_the_readme(server: str, transcriber: Transcriber) -> None:

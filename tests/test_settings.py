@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from app.cli import build_parser, settings_from
+from app.plan_loader import load_for_serving
 from app.settings import Settings
 
 
@@ -29,3 +31,33 @@ def test_bad_environment_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("KOKORO_PORT", "eighty")
     with pytest.raises(ValueError, match="KOKORO_PORT must be an integer"):
         Settings.from_env()
+
+
+def test_plan_and_fallback_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOKORO_PLAN", "cpu:2x1")
+    monkeypatch.setenv("KOKORO_STRATEGY_TTL_S", "3600")
+    monkeypatch.setenv("KOKORO_INFERENCE_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("KOKORO_PROBE_AFTER_S", "0.5")
+    settings = Settings.from_env()
+    assert settings.plan == "cpu:2x1" and settings.strategy_ttl_s == 3600
+    assert (settings.inference_timeout_s, settings.probe_after_s) == (2.5, 0.5)
+    args = build_parser().parse_args(["serve", "--plan", "cpu:1x2", "--rebenchmark"])
+    flagged = settings_from(args)
+    assert flagged.plan == "cpu:1x2" and flagged.rebenchmark
+    monkeypatch.setenv("KOKORO_PROBE_AFTER_S", "soon")
+    with pytest.raises(ValueError, match="KOKORO_PROBE_AFTER_S must be a number"):
+        Settings.from_env()
+
+
+@pytest.mark.model
+def test_a_configured_plan_sets_sessions_and_threads(settings: Settings) -> None:
+    synthesizer, choice = load_for_serving(replace(settings, plan="cpu:2x1"))
+    try:
+        assert (choice.plan, choice.source) == ("cpu:2x1", "configured")
+        assert len(synthesizer.engines) == 2
+        options = [engine.session.get_session_options() for engine in synthesizer.engines]
+        assert [option.intra_op_num_threads for option in options] == [1, 1]
+    finally:
+        synthesizer.close()
+    with pytest.raises(ValueError, match="expected PROVIDER:SESSIONSxTHREADS"):
+        load_for_serving(replace(settings, plan="two sessions"))

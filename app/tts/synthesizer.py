@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -11,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.errors import EmptyTextError
+from app.providers import CPU, ProviderPlan
 from app.settings import Settings
 from app.tts.chunking import Chunker, TextChunk
 from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig
@@ -49,30 +51,50 @@ def check_speed(speed: float) -> float:
 
 
 class Synthesizer:
-    """Owns the engine, the voices and the G2P; answers whole-text synthesis requests."""
+    """Owns the engines, the voices and the G2P; answers whole-text synthesis requests.
+
+    ``engines`` are the provider plan's sessions (one inference actor each); ``engine`` is the
+    first, which also serves whole-text requests and warm-up.
+    """
 
     def __init__(
-        self, engine: Engine, voices: VoiceBank, phonemizer: Phonemizer, tokenizer: Tokenizer
+        self,
+        engine: Engine,
+        voices: VoiceBank,
+        phonemizer: Phonemizer,
+        tokenizer: Tokenizer,
+        *,
+        more_engines: Sequence[Engine] = (),
     ) -> None:
         self.engine = engine
+        self.engines = [engine, *more_engines]
         self.voices = voices
         self.phonemizer = phonemizer
         self.tokenizer = tokenizer
         self.chunker = Chunker(phonemizer.phonemize, tokenizer.encode)
 
     @classmethod
-    def load(cls, settings: Settings) -> Synthesizer:
-        """Build everything from settings; blocking (file I/O, hashing, session creation)."""
+    def load(cls, settings: Settings, plan: ProviderPlan | None = None) -> Synthesizer:
+        """Build everything from settings; blocking (file I/O, hashing, session creation).
+
+        ``plan`` gives the provider, sessions and threads; without one, a single CPU session
+        with ``settings.intra_op_threads`` threads.
+        """
         voices = VoiceBank.load(settings.voices_path)
         voices.check(settings.default_voice)
         model_path = resolve_model(settings.model_path, settings.cache_dir)
         vocab = load_vocab()
+        plan = plan or ProviderPlan(CPU, 1, settings.intra_op_threads or 1)
         config = EngineConfig(
             model_path,
-            intra_op_threads=settings.intra_op_threads,
+            intra_op_threads=plan.threads if plan.provider == CPU else 1,
+            providers=(plan.provider, CPU) if plan.provider != CPU else (CPU,),
             pause_tokens=pause_token_ids(vocab),
         )
-        return cls(Engine(config), voices, Phonemizer("en-us"), Tokenizer(vocab))
+        engines = [Engine(config) for _ in range(plan.sessions)]
+        return cls(
+            engines[0], voices, Phonemizer("en-us"), Tokenizer(vocab), more_engines=engines[1:]
+        )
 
     def plan(self, text: str) -> list[TextChunk]:
         """Normalise and split ``text`` into model calls."""
@@ -82,13 +104,19 @@ class Synthesizer:
         return chunks
 
     def render(
-        self, text: str, voice: str, speed: float, run_options: ort.RunOptions | None = None
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        run_options: ort.RunOptions | None = None,
+        engine: Engine | None = None,
     ) -> SpeechResult:
         """Plan and synthesize ``text`` on the calling thread (no argument checks)."""
         chunks = self.plan(text)
         started = time.perf_counter()
+        engine = engine or self.engine
         pieces = [
-            self.engine.synthesize(
+            engine.synthesize(
                 chunk.tokens, self.voices.style(voice, len(chunk.tokens)), speed, run_options
             )
             for chunk in chunks
@@ -109,9 +137,11 @@ class Synthesizer:
         self.voices.check(voice)
         return await self.engine.call(partial(self.speak_blocking, text, voice, speed))
 
-    def warm_up(self, voice: str) -> float:
-        """One synthesis so the first real request does not pay ONNX Runtime's first-run costs."""
-        return self.speak_blocking(WARM_UP_TEXT, voice).gen_seconds
+    def warm_up(self, voice: str, engine: Engine | None = None) -> float:
+        """One synthesis so the first real request does not pay ONNX Runtime's first-run costs
+        (also the health probe of an engine that failed)."""
+        return self.render(WARM_UP_TEXT, voice, 1.0, engine=engine).gen_seconds
 
     def close(self) -> None:
-        self.engine.close()
+        for engine in self.engines:
+            engine.close()
