@@ -34,6 +34,7 @@ from actors.messages import (
     SegmentJob,
     StreamKey,
     WorkerFailed,
+    WorkerIdle,
     WorkerProbeFailed,
 )
 from app.errors import TTSError
@@ -59,7 +60,7 @@ class InferenceActor(Actor[SegmentJob]):
         name: str,
         synthesizer: Synthesizer,
         deliver: Deliver,
-        on_idle: Callable[[str], None],
+        on_idle: Callable[[WorkerIdle], None],
         *,
         engine: Engine | None = None,
         on_failed: Callable[[WorkerFailed | WorkerProbeFailed], None] | None = None,
@@ -141,7 +142,11 @@ class InferenceActor(Actor[SegmentJob]):
             with self._lock:
                 self._current = None
         if failure is None:
-            self._on_idle(self.name)
+            if isinstance(outcome, SegmentAudio):
+                chars = len(job.segment.text)
+                self._on_idle(WorkerIdle(self.name, outcome.gen_seconds, chars))
+            else:
+                self._on_idle(WorkerIdle(self.name))
             if outcome is not None:
                 await self._deliver(outcome)
             return
@@ -176,4 +181,4 @@ class InferenceActor(Actor[SegmentJob]):
         self.health = Health.OK
         self.recoveries += 1
         logger.info("%s passed its health probe; back in rotation", self.name)
-        self._on_idle(self.name)
+        self._on_idle(WorkerIdle(self.name))

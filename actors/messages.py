@@ -38,9 +38,15 @@ class CancelStream:
 
 @dataclass(frozen=True, slots=True)
 class WorkerIdle:
-    """An inference actor finished its job and can take another."""
+    """An inference actor finished its job and can take another.
+
+    After a synthesized job it also says what the job cost (``gen_seconds`` for ``chars``
+    characters): the scheduler estimates how long queued segments will take from it.
+    """
 
     worker: str
+    gen_seconds: float = 0.0
+    chars: int = 0
 
 
 @dataclass(frozen=True, slots=True)

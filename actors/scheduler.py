@@ -6,8 +6,11 @@ last report. Idle inference actors always take the job with the earliest deadlin
 stream's first words overtake the tail of a long one.
 
 A stream has at most one job in flight, and a stream whose chunker reports enough audio ahead of
-its client (``StreamDemand`` with a lead above ``max_lead_seconds``) is not served at all until it
-reports otherwise: a slow or paused client costs neither compute nor memory.
+its client (``StreamDemand``) is not served at all until it reports otherwise: a slow or paused
+client costs neither compute nor memory. Enough means ``max_lead_seconds``, or more when the
+stream's longest queued segment would take longer than that to synthesize: its lead must then
+cover ``LEAD_SAFETY`` times that segment's estimated generation time (from the seconds per
+character that completed jobs took), or the client would run dry while it is made.
 
 Fallback: when a worker fails a job (``WorkerFailed``), the job goes back to the front of its
 stream's queue and runs on the next idle worker; the failed worker stays out of the idle pool
@@ -35,6 +38,11 @@ from actors.messages import (
     WorkerIdle,
     WorkerProbeFailed,
 )
+
+LEAD_SAFETY = 1.5
+"""Lead to keep, as a multiple of the longest queued segment's estimated generation time."""
+INITIAL_SECONDS_PER_CHAR = 0.03
+"""Generation seconds per character before any job has been timed (RTF ~0.45 at ~15 chars/s)."""
 
 
 @dataclass(slots=True)
@@ -71,6 +79,7 @@ class Scheduler(Actor[SegmentJob]):
         self._give_up = give_up
         self._workers = {worker.name: worker for worker in workers}
         self._out: set[str] = set()
+        self.seconds_per_char = INITIAL_SECONDS_PER_CHAR
         self._idle: deque[str] = deque(self._workers)
         self._busy: dict[str, StreamKey] = {}
         self._streams: dict[StreamKey, _StreamQueue] = {}
@@ -96,6 +105,9 @@ class Scheduler(Actor[SegmentJob]):
 
     async def handle_control(self, message: object) -> None:
         if isinstance(message, WorkerIdle):
+            if message.chars > 0:
+                cost = message.gen_seconds / message.chars
+                self.seconds_per_char += 0.3 * (cost - self.seconds_per_char)
             key = self._busy.pop(message.worker, None)
             if key is not None and key in self._streams:
                 self._streams[key].in_flight = False
@@ -120,6 +132,11 @@ class Scheduler(Actor[SegmentJob]):
             for worker in self._workers.values():
                 worker.abort(message.key)
         await self._dispatch()
+
+    def _lead_wanted(self, state: _StreamQueue) -> float:
+        """Serve the stream while its lead is below this (see the module docstring)."""
+        longest = max(len(job.segment.text) for job in state.jobs)
+        return max(self.max_lead_seconds, LEAD_SAFETY * self.seconds_per_char * longest)
 
     async def _retry(self, failed: WorkerFailed) -> None:
         """Put a failed job back at the front of its stream's queue, or give it up."""
@@ -159,7 +176,7 @@ class Scheduler(Actor[SegmentJob]):
         eligible = [
             (state.deadline, key, state)
             for key, state in self._streams.items()
-            if state.jobs and not state.in_flight and state.lead_seconds < self.max_lead_seconds
+            if state.jobs and not state.in_flight and state.lead_seconds < self._lead_wanted(state)
         ]
         if not eligible:
             return None

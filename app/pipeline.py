@@ -131,9 +131,9 @@ class Pipeline:
         with contextlib.suppress(ActorClosed):
             self.scheduler.control(CancelStream(key))
 
-    def _worker_idle(self, worker: str) -> None:
+    def _worker_idle(self, idle: WorkerIdle) -> None:
         with contextlib.suppress(ActorClosed):
-            self.scheduler.control(WorkerIdle(worker))
+            self.scheduler.control(idle)
 
     def _worker_failed(self, failed: WorkerFailed | WorkerProbeFailed) -> None:
         with contextlib.suppress(ActorClosed):

@@ -7,6 +7,7 @@ synchronous, so no actor task (and no timing) is involved.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import cast
 
 from actors.inference import InferenceActor
@@ -310,3 +311,18 @@ async def test_waiting_jobs_are_given_up_when_no_worker_is_healthy() -> None:
     await scheduler.handle_control(WorkerProbeFailed("w1"))
     assert sorted(f.job.key.stream for f in give_ups.failed) == ["a", "b"]
     assert scheduler.queued_jobs == 0
+
+
+async def test_a_long_queued_segment_is_started_while_the_lead_still_covers_it() -> None:
+    clock = FakeClock(0.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock, max_lead_seconds=2.0)
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=0.6, chars=20))  # 0.03 s/char
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=3.0, at=0.0))
+    short = job(A, 1, received_at=0.0)
+    await scheduler.handle(short)
+    assert len(worker.jobs) == 1, "3 s ahead, a 7-char segment waits (max lead 2 s)"
+    long_text = "x" * 200  # about 6 s to synthesize: a 3 s lead would run dry first
+    long_segment = replace(short.segment, index=2, text=long_text, char_end=200)
+    await scheduler.handle(replace(short, segment=long_segment))
+    assert [j.segment.index for j in worker.jobs] == [0, 1]
