@@ -28,13 +28,9 @@ from actors.messages import (
 from actors.metrics import MetricsActor
 from actors.scheduler import Scheduler
 from actors.supervisor import Supervisor
-from app.providers import ACCELERATORS
+from app.providers import short_name
 from app.tts.engine import SAMPLE_RATE
 from app.tts.synthesizer import Synthesizer
-
-
-def _short(provider: str) -> str:
-    return ACCELERATORS.get(provider, "cpu")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +59,7 @@ class Pipeline:
         self.metrics = MetricsActor()
         self.workers = [
             InferenceActor(
-                f"inference:{_short(engine.providers[0])}-{index}",
+                f"inference:{short_name(engine.providers[0])}-{index}",
                 synthesizer,
                 self._deliver,
                 self._worker_idle,

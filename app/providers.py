@@ -26,6 +26,11 @@ SHORT_NAMES = {"cpu": CPU, **{short: name for name, short in ACCELERATORS.items(
 _PLAN = re.compile(r"^(?P<provider>[a-z]+):(?P<sessions>\d+)x(?P<threads>\d+)$")
 
 
+def short_name(provider: str) -> str:
+    """``cpu``, ``cuda``...: the name plans and inference actors use."""
+    return ACCELERATORS.get(provider, "cpu")
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class ProviderPlan:
     """An execution provider, the number of sessions (one inference actor each) and the
@@ -43,7 +48,7 @@ class ProviderPlan:
 
     @property
     def short_provider(self) -> str:
-        return "cpu" if self.provider == CPU else ACCELERATORS[self.provider]
+        return short_name(self.provider)
 
     @property
     def name(self) -> str:

@@ -44,7 +44,7 @@ import onnxruntime as ort
 
 from app.bench import cpu_model as read_cpu_model
 from app.providers import CPU, ProviderPlan, usable_cores
-from app.tts.engine import SAMPLE_RATE, Engine, EngineConfig
+from app.tts.engine import SAMPLE_RATE, Engine, EngineConfig, load_graph
 from app.tts.model_store import sha256_of
 from app.tts.synthesizer import Synthesizer
 
@@ -367,9 +367,10 @@ def open_plan_engines(plan: ProviderPlan, base: EngineConfig) -> list[Engine]:
     providers = (plan.provider,) if plan.provider == CPU else (plan.provider, CPU)
     config = dataclasses.replace(base, intra_op_threads=plan.threads, providers=providers)
     engines: list[Engine] = []
+    graph = load_graph(config.model_path)
     try:
         for _ in range(plan.sessions):
-            engine = Engine(config)
+            engine = Engine(config, graph)
             engines.append(engine)
             if engine.providers[:1] != [plan.provider]:
                 raise RuntimeError(

@@ -15,7 +15,7 @@ from app.errors import EmptyTextError
 from app.providers import CPU, ProviderPlan
 from app.settings import Settings
 from app.tts.chunking import Chunker, TextChunk
-from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig
+from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig, open_engines
 from app.tts.model_store import resolve_model
 from app.tts.normalize import normalize
 from app.tts.phonemes import Phonemizer, Tokenizer, load_vocab, pause_token_ids
@@ -91,7 +91,7 @@ class Synthesizer:
             providers=(plan.provider, CPU) if plan.provider != CPU else (CPU,),
             pause_tokens=pause_token_ids(vocab),
         )
-        engines = [Engine(config) for _ in range(plan.sessions)]
+        engines = open_engines(config, plan.sessions)
         return cls(
             engines[0], voices, Phonemizer("en-us"), Tokenizer(vocab), more_engines=engines[1:]
         )
