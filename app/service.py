@@ -117,7 +117,13 @@ class Service:
             self.phase = Phase.WARMING
             started = time.perf_counter()
             synthesizer = self._synthesizer
-            await synthesizer.engine.call(partial(synthesizer.warm_up, self.settings.default_voice))
+            voice = self.settings.default_voice
+            await asyncio.gather(  # every session, each on its own thread
+                *(
+                    engine.call(partial(synthesizer.warm_up, voice, engine))
+                    for engine in synthesizer.engines
+                )
+            )
             self.startup_seconds["warm_up"] = time.perf_counter() - started
         except TTSError as error:
             self._fail(error.message)
