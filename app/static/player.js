@@ -66,6 +66,7 @@ function freshState(stream = null) {
     started: false,
     doneReason: null,
     doneSamples: null,
+    doneRtf: null, // the stream's real-time factor, from `done`
     frameMs: null,
     bufferedMs: 0,
     startHoldMs: null, // the adaptive start's wait after the first audio
@@ -348,6 +349,7 @@ function onAudio(msg) {
 function onDone(msg) {
   S.doneReason = msg.reason;
   S.doneSamples = msg.samples ?? null;
+  S.doneRtf = msg.rtf ?? null;
   cur.open = false;
   stopPlayedReports();
   if (msg.ttfa_ms != null) ui.serverTtfa.textContent = `${Math.round(msg.ttfa_ms)}`;
