@@ -57,6 +57,7 @@ class StreamChunker(Actor[ChunkerInput]):
         send: SendBytes,
         demand: Callable[[StreamDemand], None],
         finished: Callable[[StreamFinished], None],
+        generated: Callable[[StreamKey], None] | None = None,
         encoding: Encoding = "pcm_s16le",
         frame_sizer: FrameSizer | None = None,
         max_lead_seconds: float = 2.0,
@@ -67,6 +68,9 @@ class StreamChunker(Actor[ChunkerInput]):
         self._send = send
         self._demand = demand
         self._finished = finished
+        self._generated = generated
+        self.generation_complete = False
+        """Every segment's audio has arrived: the stream needs no more synthesis."""
         self.encoding = encoding
         self.sizer = frame_sizer or FrameSizer()
         self.max_lead_seconds = max_lead_seconds
@@ -121,7 +125,16 @@ class StreamChunker(Actor[ChunkerInput]):
             self._flushes.append(message)
         else:
             self._end = message
+        self._check_generated()
         self._wake.set()
+
+    def _check_generated(self) -> None:
+        end = self._end
+        if self.generation_complete or end is None or self._next_segment < end.segments:
+            return
+        self.generation_complete = True
+        if self._generated is not None:
+            self._generated(self.key)
 
     def on_played(
         self, samples: int, underruns: int | None, buffered_ms: float | None = None

@@ -1,8 +1,9 @@
 """The inference actor: one per execution-provider session, running jobs on its engine's thread.
 
 A job's text is normalised, phonemised and (if it exceeds the model's window) split on the
-engine's thread, then synthesized. A cancelled stream's in-flight job is aborted through
-ONNX Runtime's ``RunOptions.terminate``, so cancel does not wait for the rest of a long segment.
+engine's thread, then synthesized. A cancelled stream's in-flight job, or a work-ahead job the
+scheduler preempts, is aborted through ONNX Runtime's ``RunOptions.terminate``, so neither waits
+for the rest of a long segment.
 
 Failures. A job the text itself makes impossible (``TTSError``: nothing speakable, for instance)
 fails for its stream only. Any other exception, or a call that outlives ``timeout_s``, is the
@@ -38,7 +39,7 @@ from actors.messages import (
     WorkerProbeFailed,
 )
 from app.errors import TTSError
-from app.tts.engine import Aborted, Engine
+from app.tts.engine import SAMPLE_RATE, Aborted, Engine
 from app.tts.synthesizer import Synthesizer
 
 logger = logging.getLogger(__name__)
@@ -85,11 +86,15 @@ class InferenceActor(Actor[SegmentJob]):
         self.health = Health.OK
         self.failures = 0
         self.recoveries = 0
+        self.jobs_done = 0
         self._lock = threading.Lock()
         self._current: tuple[StreamKey, ort.RunOptions] | None = None
 
     def abort(self, key: StreamKey) -> bool:
-        """Terminate the in-flight job if it belongs to ``key``; True if one was aborted."""
+        """Terminate the in-flight job if it belongs to ``key``; True if one was aborted.
+
+        True guarantees that the job's audio is never delivered (the scheduler relies on it to
+        requeue a preempted job without duplicating audio)."""
         with self._lock:
             if self._current is not None and self._current[0] == key:
                 self._current[1].terminate = True
@@ -100,6 +105,7 @@ class InferenceActor(Actor[SegmentJob]):
         return {
             "provider": self.provider,
             "health": self.health.value,
+            "jobs_done": self.jobs_done,
             "failures": self.failures,
             "recoveries": self.recoveries,
             "mailbox_depth": self.mailbox_depth,
@@ -139,12 +145,17 @@ class InferenceActor(Actor[SegmentJob]):
         except Exception as error:
             failure = f"{type(error).__name__}: {error}"
         finally:
-            with self._lock:
+            with self._lock:  # an abort either lands before this point or returns False
+                aborted = run_options.terminate
                 self._current = None
+        if aborted and failure is None:
+            outcome = None  # finished anyway, but its caller already put the job elsewhere
         if failure is None:
             if isinstance(outcome, SegmentAudio):
+                self.jobs_done += 1
                 chars = len(job.segment.text)
-                self._on_idle(WorkerIdle(self.name, outcome.gen_seconds, chars))
+                audio_seconds = len(outcome.audio) / SAMPLE_RATE
+                self._on_idle(WorkerIdle(self.name, outcome.gen_seconds, chars, audio_seconds))
             else:
                 self._on_idle(WorkerIdle(self.name))
             if outcome is not None:

@@ -41,12 +41,14 @@ class WorkerIdle:
     """An inference actor finished its job and can take another.
 
     After a synthesized job it also says what the job cost (``gen_seconds`` for ``chars``
-    characters): the scheduler estimates how long queued segments will take from it.
+    characters, giving ``audio_seconds``): the scheduler estimates from it how long queued
+    segments will take and how much audio the sessions can produce per second.
     """
 
     worker: str
     gen_seconds: float = 0.0
     chars: int = 0
+    audio_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

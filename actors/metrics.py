@@ -43,6 +43,9 @@ class MetricsActor(Actor[Event]):
         self._gen: deque[float] = deque(maxlen=RECENT)
         self._queue_wait: deque[float] = deque(maxlen=RECENT)
         self.providers: Counter[str] = Counter()
+        self.segments_total = 0
+        self.audio_seconds_total = 0.0
+        self.gen_seconds_total = 0.0
 
     def observe(self, event: Event) -> None:
         """Record an event later; never blocks and never raises."""
@@ -59,6 +62,9 @@ class MetricsActor(Actor[Event]):
             self._gen.append(message.gen_seconds)
             self._queue_wait.append(message.queue_seconds)
             self.providers[message.provider] += 1
+            self.segments_total += 1
+            self.audio_seconds_total += message.audio_seconds
+            self.gen_seconds_total += message.gen_seconds
         elif isinstance(message, StreamFinished):
             self.active -= 1
             self.finished[message.reason] += 1
@@ -83,6 +89,11 @@ class MetricsActor(Actor[Event]):
             "segment_gen_ms": quantiles(self._gen),
             "queue_wait_ms": quantiles(self._queue_wait),
             "segments_by_provider": dict(self.providers),
+            "generated": {
+                "segments_total": self.segments_total,
+                "audio_seconds_total": round(self.audio_seconds_total, 3),
+                "gen_seconds_total": round(self.gen_seconds_total, 3),
+            },
             "events_dropped": self.dropped,
             "window": RECENT,
         }

@@ -15,22 +15,26 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgpack
 from websockets.asyncio.client import connect
 
 from app import wire
 from app.bench import machine_facts
 from app.client import PlaybackClock
+from app.local_server import (
+    LOOPBACK,
+    free_port,
+    settings_args,
+    start_server,
+    stop_server,
+    wait_ready,
+)
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 
@@ -43,13 +47,6 @@ PARAGRAPH = (
     "slept a little easier."
 )
 WORD_GAP_SECONDS = 0.05
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _stream_once(url: str, pieces: Sequence[str], gap: float) -> dict[str, Any]:
@@ -139,42 +136,16 @@ async def _run_rounds(url: str, rounds: int) -> dict[str, list[dict[str, Any]]]:
     return results
 
 
-def _start_server(port: int, settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
-    command += ["--threads", str(settings.intra_op_threads), "--cache-dir", str(settings.cache_dir)]
-    if settings.model_path:
-        command += ["--model", str(settings.model_path)]
-    if settings.voices_path:
-        command += ["--voices", str(settings.voices_path)]
-    with log_path.open("wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the server did not become ready in 120 s")
-
-
 def run_stream_bench(settings: Settings, rounds: int, json_path: Path | None) -> dict[str, Any]:
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
+    port = free_port()
+    base = f"http://{LOOPBACK}:{port}"
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-stream-{port}.log"
-    process = _start_server(port, settings, log_path)
+    process = start_server(port, log_path, settings_args(settings))
     try:
-        _wait_ready(base, process, log_path)
+        wait_ready(base, process, log_path)
         results = asyncio.run(_run_rounds(base.replace("http", "ws") + "/v1/stream", rounds))
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_server(process, stop_signal=signal.SIGTERM)
 
     first_segment = results["paragraph"][0]["segments"][0]["text"]
     first_sentence = PARAGRAPH.split(". ", maxsplit=1)[0] + "."

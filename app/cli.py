@@ -1,4 +1,4 @@
-"""Command line: ``say``, ``voices``, ``serve`` and ``bench engine``.
+"""Command line: ``say``, ``voices``, ``serve``, ``plan`` and ``bench``.
 
 Every expected failure (a missing model file, an unknown voice, bad text) ends with one line on
 standard error and exit status 2, never a traceback.
@@ -11,6 +11,8 @@ import dataclasses
 import json
 import logging
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from app.tts.synthesizer import Synthesizer
 from app.tts.voices import VoiceBank
 
 EXIT_USAGE = 2
+SWAP_TIMEOUT_S = 300
+"""A swap builds and warms sessions, then waits for the old ones' running jobs."""
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rebenchmark", action="store_true", help="with --plan auto: ignore the cached choice"
     )
     _add_model_options(serve)
+
+    plan = commands.add_parser("plan", help="switch a running server's provider plan")
+    plan.add_argument("plan", help="the new plan, e.g. cpu:2x1 (sessions x threads)")
+    plan.add_argument("--server", default="http://127.0.0.1:8000", help="the server's HTTP address")
+    plan.add_argument("--token", help="admin token (default: $KOKORO_ADMIN_TOKEN)")
 
     bench = commands.add_parser("bench", help="benchmarks")
     bench_kinds = bench.add_subparsers(dest="bench_kind", required=True)
@@ -219,7 +228,34 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"say": cmd_say, "voices": cmd_voices, "serve": cmd_serve, "bench": cmd_bench}
+def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    """POST the plan to the admin API and print the swap report."""
+    token = args.token or settings.admin_token
+    if not token:
+        raise ValueError("an admin token is needed: --token or KOKORO_ADMIN_TOKEN")
+    request = urllib.request.Request(
+        args.server.rstrip("/") + "/v1/admin/plan",
+        data=json.dumps({"plan": args.plan}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=SWAP_TIMEOUT_S) as response:
+            print(json.dumps(json.load(response), indent=2))
+    except urllib.error.HTTPError as error:
+        detail = json.loads(error.read() or b"{}").get("error", {})
+        message = detail.get("message", error.reason)
+        raise ValueError(f"{error.code} {detail.get('code', '')}: {message}") from None
+    return 0
+
+
+COMMANDS = {
+    "say": cmd_say,
+    "voices": cmd_voices,
+    "serve": cmd_serve,
+    "plan": cmd_plan,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

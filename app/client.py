@@ -67,8 +67,11 @@ class Event:
     fields: dict[str, Any]
 
 
-NEXT_GEN_RATIO = 1.5
-"""The server's second segment is at most 1.5x as long as its first (segment growth)."""
+NEXT_GEN_RATIO = 1.75
+"""When the second segment should be in, in first-segment generation times: the server's
+segments grow by 1.5x, and 0.25 more keeps the third segment in time too when it is slower
+than the growth says (measured: a number spelled out, "14" -> "fourteen", made it arrive
+40-110 ms after the audio before it ran out with 1.5)."""
 PLAN_WAIT_S = 1.0
 """Without a plan, the first start waits for no more than this much buffered audio."""
 
@@ -164,6 +167,15 @@ class PlaybackClock:
 
     def buffered_ms(self) -> float:
         return (self.received - self.played()) * 1000 / SAMPLE_RATE
+
+    def remaining_s(self) -> float:
+        """Seconds until everything received has been heard, if no more audio comes: what a
+        real-time listener still has to sit through after ``done``. A player that has not
+        started yet starts now (or at its held start), as a real one would at the end."""
+        hold = 0.0
+        if self._started_at is None and not self._ever_started:
+            hold = max(0.0, self._not_before - self.clock())
+        return hold + (self.received - self.played()) / SAMPLE_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +359,7 @@ class TTSClient:
                     **message,
                     "client_underruns": state.playback.underruns,
                     "client_start_hold_ms": round(state.playback.start_hold_s * 1000, 1),
+                    "client_remaining_ms": round(state.playback.remaining_s() * 1000, 1),
                 }
             yield Event(kind, message)
             if kind == "done":

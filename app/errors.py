@@ -65,3 +65,16 @@ class NotReadyError(TTSError):
     code = "not_ready"
     http_status = 503
     retryable = True
+
+
+class BusyError(TTSError):
+    """The server is at capacity; the client should retry after ``retry_after_ms``."""
+
+    code = "busy"
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_ms: int, stream: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+        self.stream = stream

@@ -76,6 +76,7 @@ class Connection:
 
     def limits(self) -> dict[str, float | int]:
         return {
+            "max_active_streams": self.pipeline.admission.capacity(),
             "max_streams": self.settings.max_streams_per_connection,
             "max_text_chars": self.settings.max_stream_chars,
             "max_message_bytes": self.settings.max_message_bytes,
@@ -125,7 +126,12 @@ class Connection:
                 await self._dispatch(decoded, received_at)
             except TTSError as error:
                 stream = getattr(error, "stream", None)
-                await self.send(wire.error(error.code, error.message, stream=stream))
+                retry_after_ms = getattr(error, "retry_after_ms", None)
+                await self.send(
+                    wire.error(
+                        error.code, error.message, stream=stream, retry_after_ms=retry_after_ms
+                    )
+                )
 
     # --- messages --------------------------------------------------------------------------
 
@@ -188,12 +194,23 @@ class Connection:
         except TTSError as error:
             raise wire.ProtocolError(error.code, error.message, stream=message.stream) from None
         key = StreamKey(self.session, message.stream)
+        await self.pipeline.admission.admit(key)  # BusyError beyond capacity
+        try:
+            await self._open(key, message, voice)
+        except BaseException:
+            self.pipeline.release(key)
+            raise
+        self.pipeline.metrics.observe(StreamStarted(key, received_at))
+
+    async def _open(self, key: StreamKey, message: wire.Start, voice: str) -> None:
+        """Start the stream's segmenter and chunker and register it with the pipeline."""
         sizer = FrameSizer.fixed_at(message.frame_ms) if message.frame_ms else FrameSizer()
         chunker = StreamChunker(
             key,
             send=self.send,
             demand=self.pipeline.scheduler.control,
             finished=self._on_finished,
+            generated=self.pipeline.generated,
             encoding=cast(Encoding, message.encoding),  # validated by the wire decoder
             frame_sizer=sizer,
             max_lead_seconds=self.pipeline.max_lead_seconds,
@@ -210,7 +227,6 @@ class Connection:
         await self._supervisor.start(segmenter)
         self.pipeline.register(key, chunker)
         self._streams[message.stream] = _Stream(key, segmenter, chunker)
-        self.pipeline.metrics.observe(StreamStarted(key, received_at))
 
     def _on_finished(self, result: StreamFinished) -> None:
         """The chunker sent ``done``: observe it and let the reaper free the stream."""

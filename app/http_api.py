@@ -1,9 +1,10 @@
-"""HTTP endpoints: OpenAI-compatible speech, voices, liveness and readiness."""
+"""HTTP endpoints: OpenAI-compatible speech, voices, liveness, readiness and the admin API."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import json
 from typing import Any, Literal
 
@@ -152,8 +153,55 @@ async def ready(request: Request) -> Response:
         if service.plan_choice is not None:
             body["plan"] = service.plan_choice.plan
             body["plan_source"] = service.plan_choice.source
+        try:
+            admission = service.pipeline.admission
+        except TTSError:  # shutting down
+            return JSONResponse({"status": "stopping"}, 503)
+        body["capacity"] = {
+            "max_active_streams": admission.capacity(),
+            "generating_streams": admission.generating,
+        }
         return JSONResponse(body)
     return JSONResponse(body, 503, headers={"Retry-After": "1"})
+
+
+def _admin_refusal(request: Request) -> Response | None:
+    """None if the request carries the admin token; else the error response to send."""
+    token = _service(request).settings.admin_token
+    if not token:
+        return error_response(
+            403, "admin_disabled", "the admin API is off: start the server with KOKORO_ADMIN_TOKEN"
+        )
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+        return error_response(
+            401,
+            "unauthorized",
+            "send the admin token as 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return None
+
+
+async def admin_plan(request: Request) -> Response:
+    """``POST /v1/admin/plan {"plan": "cpu:2x1"}``: switch the provider plan (see plan_swap)."""
+    refusal = _admin_refusal(request)
+    if refusal is not None:
+        return refusal
+    try:
+        body = json.loads(await request.body())
+        plan = body["plan"]
+        if not isinstance(plan, str):
+            raise TypeError("plan must be a string")
+    except (ValueError, KeyError, TypeError) as error:
+        message = f'expected a JSON body like {{"plan": "cpu:2x1"}} ({error})'
+        return error_response(400, "bad_request", message)
+    try:
+        report = await _service(request).swapper.swap(plan)
+    except TTSError as error:
+        headers = {"Retry-After": "1"} if error.retryable else None
+        return error_response(error.http_status, error.code, error.message, headers)
+    return JSONResponse(report.to_json())
 
 
 routes = [
@@ -163,4 +211,5 @@ routes = [
     Route("/v1/stats", stats, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
+    Route("/v1/admin/plan", admin_plan, methods=["POST"]),
 ]

@@ -7,8 +7,10 @@ the stream it belongs to (a stream that was cancelled meanwhile simply gets noth
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +28,12 @@ from actors.messages import (
     WorkerProbeFailed,
 )
 from actors.metrics import MetricsActor
-from actors.scheduler import Scheduler
+from actors.scheduler import ReplaceWorkers, Scheduler
 from actors.supervisor import Supervisor
+from app.admission import Admission, AdmissionPolicy
+from app.process import rss_bytes
 from app.providers import short_name
-from app.tts.engine import SAMPLE_RATE
+from app.tts.engine import SAMPLE_RATE, Engine
 from app.tts.synthesizer import Synthesizer
 
 
@@ -54,32 +58,56 @@ class Pipeline:
         max_lead_seconds: float,
         fallback: FallbackPolicy = FallbackPolicy(),
         probe_voice: str = "jm_kumo",
+        admission: AdmissionPolicy | None = None,
+        work_ahead_seconds: float = 0.0,
+        initial_rate: float = 2.0,
     ) -> None:
+        """``initial_rate``: audio seconds per generation second assumed for each session until
+        its own jobs are timed (see ``actors.scheduler``)."""
         self.synthesizer = synthesizer
         self.metrics = MetricsActor()
-        self.workers = [
-            InferenceActor(
-                f"inference:{short_name(engine.providers[0])}-{index}",
-                synthesizer,
-                self._deliver,
-                self._worker_idle,
-                engine=engine,
-                on_failed=self._worker_failed,
-                timeout_s=fallback.timeout_s,
-                probe_after_s=fallback.probe_after_s,
-                probe_max_s=fallback.probe_max_s,
-                probe_voice=probe_voice,
-            )
-            for index, engine in enumerate(synthesizer.engines)
-        ]
+        self._fallback = fallback
+        self._probe_voice = probe_voice
+        self._serial = 0
+        self.workers = [self._new_worker(engine) for engine in synthesizer.engines]
         self.scheduler = Scheduler(
             self.workers,
             max_lead_seconds=max_lead_seconds,
             max_attempts=fallback.max_attempts,
             give_up=self._deliver,
+            work_ahead_seconds=work_ahead_seconds,
+            initial_rate=initial_rate,
+            measured=self._throughput_measured,
+            retired=self._worker_retired,
+        )
+        self.admission = Admission(
+            admission or AdmissionPolicy(),
+            throughput=self.scheduler.throughput,
+            workers=lambda: self.scheduler.healthy_workers,
+            remaining_seconds=self.scheduler.remaining_seconds,
         )
         self.max_lead_seconds = max_lead_seconds
         self._chunkers: dict[StreamKey, StreamChunker] = {}
+        self._supervisor: Supervisor | None = None
+        self._retired: dict[str, asyncio.Event] = {}
+
+    def _new_worker(self, engine: Engine) -> InferenceActor:
+        """An inference actor for one session; names are never reused (``inference:cpu-3``)."""
+        name = f"inference:{short_name(engine.providers[0])}-{self._serial}"
+        self._serial += 1
+        fallback = self._fallback
+        return InferenceActor(
+            name,
+            self.synthesizer,
+            self._deliver,
+            self._worker_idle,
+            engine=engine,
+            on_failed=self._worker_failed,
+            timeout_s=fallback.timeout_s,
+            probe_after_s=fallback.probe_after_s,
+            probe_max_s=fallback.probe_max_s,
+            probe_voice=self._probe_voice,
+        )
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Pipeline]:
@@ -89,7 +117,43 @@ class Pipeline:
             for worker in self.workers:
                 await supervisor.start(worker)
             await supervisor.start(self.scheduler)
-            yield self
+            self._supervisor = supervisor
+            try:
+                yield self
+            finally:
+                self._supervisor = None
+
+    async def replace_engines(self, engines: Sequence[Engine], initial_rate: float) -> float:
+        """Serve with new (warmed) sessions from now on; wait until the old ones are idle.
+
+        New jobs go to the new workers at once; a job already running on an old worker finishes
+        there and its audio is delivered as usual, so no stream loses or repeats a sample.
+        Returns the seconds spent draining the old workers.
+        """
+        if self._supervisor is None:
+            raise RuntimeError("the pipeline is not running")
+        added = [self._new_worker(engine) for engine in engines]
+        for worker in added:
+            await self._supervisor.start(worker)
+        old = self.workers
+        events = {worker.name: asyncio.Event() for worker in old}
+        self._retired.update(events)
+        self.workers = added
+        started = time.perf_counter()
+        self.scheduler.control(
+            ReplaceWorkers(tuple(added), frozenset(events), initial_rate=initial_rate)
+        )
+        await asyncio.gather(*(event.wait() for event in events.values()))
+        drained = time.perf_counter() - started
+        for worker in old:
+            await self._supervisor.stop_actor(worker, drain_timeout=1.0)
+            self._retired.pop(worker.name, None)
+        return drained
+
+    def _worker_retired(self, name: str) -> None:
+        event = self._retired.get(name)
+        if event is not None:
+            event.set()
 
     @property
     def active_streams(self) -> int:
@@ -113,7 +177,11 @@ class Pipeline:
                 "mailbox_depth": self.scheduler.mailbox_depth,
                 "retries": self.scheduler.retries,
                 "given_up": self.scheduler.given_up,
+                "preemptions": self.scheduler.preemptions,
+                "work_ahead_ms": round(self.scheduler.work_ahead_seconds * 1000),
             },
+            "admission": self.admission.stats(),
+            "process": {"rss_bytes": rss_bytes()},
             "inference": {worker.name: worker.stats() for worker in self.workers},
             "live_streams": streams,
         }
@@ -121,11 +189,19 @@ class Pipeline:
     def register(self, key: StreamKey, chunker: StreamChunker) -> None:
         self._chunkers[key] = chunker
 
+    def generated(self, key: StreamKey) -> None:
+        """The stream's synthesis is complete: its admission slot is free."""
+        self.admission.release(key)
+
     def release(self, key: StreamKey) -> None:
         """Forget a stream and drop whatever the scheduler still holds for it."""
         self._chunkers.pop(key, None)
+        self.admission.release(key)
         with contextlib.suppress(ActorClosed):
             self.scheduler.control(CancelStream(key))
+
+    def _throughput_measured(self) -> None:
+        self.admission.refresh()  # capacity may have grown
 
     def _worker_idle(self, idle: WorkerIdle) -> None:
         with contextlib.suppress(ActorClosed):

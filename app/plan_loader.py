@@ -92,7 +92,7 @@ def load_for_serving(settings: Settings) -> tuple[Synthesizer, PlanChoice]:
         CHOICE_RULE,
     )
     logger.info("provider plan %s (%s, %.2f s)", plan.name, choice.source, choice.seconds)
-    if benchmarked and benchmarked[0].engines and plan == candidates[0]:
+    if benchmarked and plan == candidates[0]:  # the benchmark's own sessions serve
         return benchmarked[0], choice
     for synthesizer in benchmarked:
         synthesizer.close()

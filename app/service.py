@@ -12,11 +12,13 @@ import enum
 import logging
 import time
 from collections.abc import Callable
-from functools import partial
 
+from app.admission import AdmissionPolicy
 from app.errors import NotReadyError, TTSError
 from app.pipeline import FallbackPolicy, Pipeline
 from app.plan_loader import PlanChoice, load_for_serving
+from app.plan_swap import PlanSwapper, warm_engines
+from app.providers import short_name
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 
@@ -52,8 +54,12 @@ class Service:
         self._shutdown = asyncio.Event()
         self._pipeline: Pipeline | None = None
         self.plan_choice = plan_choice
+        self.initial_rate = 2.0
+        """Audio seconds per generation second per session, until jobs are timed: the plan
+        benchmark's figure, else measured after warm-up."""
         if plan_choice is not None:
             self.startup_seconds["plan"] = plan_choice.seconds
+        self.swapper = PlanSwapper(self)
 
     @property
     def synthesizer(self) -> Synthesizer:
@@ -80,11 +86,19 @@ class Service:
             probe_after_s=self.settings.probe_after_s,
             probe_max_s=12 * self.settings.probe_after_s,
         )
+        admission = AdmissionPolicy(
+            max_streams=self.settings.max_active_streams,
+            utilization=self.settings.admission_utilization,
+            wait_s=self.settings.admission_wait_ms / 1000,
+        )
         pipeline = Pipeline(
             synthesizer,
             max_lead_seconds=self.settings.max_lead_ms / 1000,
             fallback=fallback,
             probe_voice=self.settings.default_voice,
+            admission=admission,
+            work_ahead_seconds=self.settings.work_ahead_ms / 1000,
+            initial_rate=self.initial_rate,
         )
         try:
             async with pipeline.running():
@@ -118,12 +132,8 @@ class Service:
             started = time.perf_counter()
             synthesizer = self._synthesizer
             voice = self.settings.default_voice
-            await asyncio.gather(  # every session, each on its own thread
-                *(
-                    engine.call(partial(synthesizer.warm_up, voice, engine))
-                    for engine in synthesizer.engines
-                )
-            )
+            warm_rate = await warm_engines(synthesizer, synthesizer.engines, voice)
+            self.initial_rate = self._benchmarked_rate() or warm_rate
             self.startup_seconds["warm_up"] = time.perf_counter() - started
         except TTSError as error:
             self._fail(error.message)
@@ -133,6 +143,31 @@ class Service:
             self._fail(f"startup failed: {error!r}")
             return None
         return synthesizer
+
+    @property
+    def plan_name(self) -> str:
+        """The serving plan, e.g. ``cpu:1x2``."""
+        if self.plan_choice is not None:
+            return self.plan_choice.plan
+        synthesizer = self._synthesizer
+        if synthesizer is None:
+            return "none"
+        engine = synthesizer.engine
+        threads = engine.config.intra_op_threads
+        return f"{short_name(engine.providers[0])}:{len(synthesizer.engines)}x{threads}"
+
+    def plan_swapped(self, plan: str, seconds: float) -> None:
+        self.plan_choice = PlanChoice(plan, "swap", seconds)
+
+    def _benchmarked_rate(self) -> float | None:
+        """Per-session audio seconds per second from the plan benchmark, if it ran."""
+        choice = self.plan_choice
+        if choice is None:
+            return None
+        for score in choice.scores:
+            if score.plan == choice.plan:
+                return score.throughput / score.sessions
+        return None
 
     def _fail(self, message: str) -> None:
         self.phase = Phase.FAILED

@@ -65,8 +65,18 @@ class Settings:
     max_input_chars: int = 4096
     """Longest text accepted by ``POST /v1/audio/speech`` (OpenAI's limit)."""
     max_queued_requests: int = 16
+    """HTTP synthesis requests admitted at once (running or waiting); more get 503 busy."""
     max_lead_ms: int = 2000
-    """Audio a stream may hold ahead of its client's playback before it stops being served."""
+    """Audio a stream may hold ahead of its client's playback before it stops being served
+    first (it may still be served from spare capacity, up to ``work_ahead_ms``)."""
+    work_ahead_ms: int = 20_000
+    """Audio a stream may hold ahead when a session would otherwise be idle; 0 turns it off."""
+    max_active_streams: int = 0
+    """Streams synthesizing at once; 0 derives it from the sessions' measured throughput."""
+    admission_utilization: float = 0.6
+    """With ``max_active_streams=0``: the share of measured throughput streams may use."""
+    admission_wait_ms: int = 0
+    """How long a stream beyond capacity waits for a slot before ``busy``; 0 answers at once."""
     max_streams_per_connection: int = 8
     max_stream_chars: int = 20_000
     """Text one WebSocket stream may carry in all."""
@@ -84,7 +94,8 @@ class Settings:
     """An inference call taking longer is abandoned and retried on another session."""
     probe_after_s: float = 5.0
     """A failed inference session is probed this long after the failure (then backing off)."""
-    """HTTP synthesis requests admitted at once (running or waiting); more get 503 busy."""
+    admin_token: str | None = field(default=None, repr=False)
+    """Bearer token of the admin API (``/v1/admin/...``); without one the admin API is off."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -101,6 +112,12 @@ class Settings:
             max_input_chars=_env_int("MAX_INPUT_CHARS", defaults.max_input_chars),
             max_queued_requests=_env_int("MAX_QUEUED_REQUESTS", defaults.max_queued_requests),
             max_lead_ms=_env_int("MAX_LEAD_MS", defaults.max_lead_ms),
+            work_ahead_ms=_env_int("WORK_AHEAD_MS", defaults.work_ahead_ms),
+            max_active_streams=_env_int("MAX_ACTIVE_STREAMS", defaults.max_active_streams),
+            admission_utilization=_env_float(
+                "ADMISSION_UTILIZATION", defaults.admission_utilization
+            ),
+            admission_wait_ms=_env_int("ADMISSION_WAIT_MS", defaults.admission_wait_ms),
             max_streams_per_connection=_env_int(
                 "MAX_STREAMS_PER_CONNECTION", defaults.max_streams_per_connection
             ),
@@ -111,4 +128,5 @@ class Settings:
             strategy_ttl_s=_env_float("STRATEGY_TTL_S", defaults.strategy_ttl_s),
             inference_timeout_s=_env_float("INFERENCE_TIMEOUT_S", defaults.inference_timeout_s),
             probe_after_s=_env_float("PROBE_AFTER_S", defaults.probe_after_s),
+            admin_token=_env("ADMIN_TOKEN"),
         )

@@ -236,7 +236,7 @@ def _audio_seconds(result: SynthesisLike) -> float:
     return len(result.audio) / SAMPLE_RATE
 
 
-def _saturated_throughput(
+def saturated_throughput(
     engines: Sequence[EngineLike], items: Sequence[CalibrationItem], rounds: int
 ) -> float:
     """Audio seconds per wall second, each engine on its own thread pulling from one queue.
@@ -307,7 +307,7 @@ def benchmark_plan(
         began = time.perf_counter()
         engines[0].synthesize(shortest.tokens, shortest.style, CALIBRATION_SPEED)
         latencies.append(time.perf_counter() - began)
-    throughput = _saturated_throughput(engines, items, rounds)
+    throughput = saturated_throughput(engines, items, rounds)
     return PlanScore(
         plan=plan.name,
         sessions=plan.sessions,

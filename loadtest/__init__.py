@@ -1,1 +1,2 @@
-"""Load generators for the streaming server (the Locust file and the asyncio driver live here)."""
+"""The load generator (``python -m loadtest``): concurrent real-time streams against the server,
+ramped in steps, compared with the raw engine's throughput on the same machine."""

@@ -20,7 +20,11 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(model_cache: Path) -> Settings:
-    return Settings(cache_dir=model_cache, intra_op_threads=2)
+    """Test servers admit up to 8 streams whatever this machine measures (admission control has
+    its own tests), and work ahead 4 s: less than a test paragraph, so bounds stay testable."""
+    return Settings(
+        cache_dir=model_cache, intra_op_threads=2, max_active_streams=8, work_ahead_ms=4000
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ def test_a_slow_first_segment_holds_the_start_and_avoids_the_gap() -> None:
     ]
     underruns, hold = replay_player([*first, *second])
     assert underruns == 0
-    assert round(hold, 3) == 0.37  # 1.5 x 0.5 s - 0.5 s + 0.12 s pre-roll
+    assert round(hold, 3) == 0.495  # 1.75 x 0.5 s - 0.5 s + 0.12 s pre-roll
 
 
 def test_audio_arriving_after_the_buffer_ran_dry_counts_an_underrun() -> None:

@@ -51,17 +51,17 @@ def test_adaptive_start_waits_for_the_plan_and_holds_on_a_slow_server() -> None:
     playback.add(12_000)  # the whole first segment: 500 ms
     clock.now = 0.2
     assert playback.played() == 0, "no start before the plan"
-    playback.plan(first_gen_ms=600, first_samples=12_000)  # next one due 0.9 s after the first
-    assert playback.start_hold_s == pytest.approx(0.5)  # 0.9 - 0.5 s of audio + 0.1 s pre-roll
-    clock.now = 0.49
+    playback.plan(first_gen_ms=600, first_samples=12_000)  # planned for 1.05 s after the first
+    assert playback.start_hold_s == pytest.approx(0.65)  # 1.05 - 0.5 s of audio + 0.1 s pre-roll
+    clock.now = 0.64
     assert playback.played() == 0
-    clock.now = 0.6
-    assert playback.played() == pytest.approx(2400, abs=1)  # started at 0.5 s
+    clock.now = 0.75
+    assert playback.played() == pytest.approx(2400, abs=1)  # started at 0.65 s
 
     fast = PlaybackClock(preroll_ms=100, clock=clock)
     clock.now = 1.0
     fast.add(12_000)
-    fast.plan(first_gen_ms=200, first_samples=12_000)  # 0.3 s: due well before 0.5 - 0.1 s
+    fast.plan(first_gen_ms=200, first_samples=12_000)  # 0.35 s: due before 0.5 - 0.1 s
     assert fast.start_hold_s == 0
     clock.now = 1.1
     assert fast.played() == pytest.approx(2400, abs=1)

@@ -146,7 +146,7 @@ class GatedSynthesizer(Synthesizer):
         self.gate = threading.Event()
         self.entered = threading.Event()
 
-    def warm_up(self, voice: str, engine: Engine | None = None) -> float:
+    def warm_up(self, voice: str, engine: Engine | None = None) -> SpeechResult:
         self.gate.wait(timeout=60)
         return super().warm_up(voice, engine)
 

@@ -58,6 +58,7 @@ async def test_empty_snapshot() -> None:
         "segment_gen_ms": {"p50": None, "p95": None},
         "queue_wait_ms": {"p50": None, "p95": None},
         "segments_by_provider": {},
+        "generated": {"segments_total": 0, "audio_seconds_total": 0.0, "gen_seconds_total": 0.0},
         "events_dropped": 0,
         "window": RECENT,
     }
@@ -85,6 +86,11 @@ async def test_stream_and_segment_events_are_counted() -> None:
     assert snapshot["segments_by_provider"] == {
         "CUDAExecutionProvider": 2,
         "CPUExecutionProvider": 1,
+    }
+    assert snapshot["generated"] == {
+        "segments_total": 3,
+        "audio_seconds_total": 3.0,
+        "gen_seconds_total": 0.6,
     }
     assert snapshot["events_dropped"] == 0
 

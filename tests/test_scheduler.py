@@ -21,7 +21,7 @@ from actors.messages import (
     WorkerIdle,
     WorkerProbeFailed,
 )
-from actors.scheduler import Scheduler
+from actors.scheduler import ReplaceWorkers, Scheduler
 from actors.segmentation import TextSegment
 
 A = StreamKey("session", "a")
@@ -44,21 +44,29 @@ class FakeWorker:
         self.name = name
         self.jobs: list[SegmentJob] = []
         self.aborted: list[StreamKey] = []
+        self.running = False
+        """Whether an abort now would stop a job (like ``InferenceActor.abort``'s answer)."""
 
     def send_nowait(self, job: SegmentJob) -> None:
         self.jobs.append(job)
+        self.running = True
 
     def abort(self, key: StreamKey) -> bool:
         self.aborted.append(key)
-        return False
+        stopped = self.running and bool(self.jobs) and self.jobs[-1].key == key
+        self.running = self.running and not stopped
+        return stopped
 
 
 def make_scheduler(
-    *names: str, clock: FakeClock, max_lead_seconds: float = 2.0
+    *names: str, clock: FakeClock, max_lead_seconds: float = 2.0, work_ahead_seconds: float = 0.0
 ) -> tuple[Scheduler, list[FakeWorker]]:
     workers = [FakeWorker(name) for name in names]
     scheduler = Scheduler(
-        cast(Sequence[InferenceActor], workers), max_lead_seconds=max_lead_seconds, clock=clock
+        cast(Sequence[InferenceActor], workers),
+        max_lead_seconds=max_lead_seconds,
+        clock=clock,
+        work_ahead_seconds=work_ahead_seconds,
     )
     return scheduler, workers
 
@@ -326,3 +334,131 @@ async def test_a_long_queued_segment_is_started_while_the_lead_still_covers_it()
     long_segment = replace(short.segment, index=2, text=long_text, char_end=200)
     await scheduler.handle(replace(short, segment=long_segment))
     assert [j.segment.index for j in worker.jobs] == [0, 1]
+
+
+async def test_a_spare_worker_works_ahead_up_to_the_cap() -> None:
+    clock = FakeClock(0.0)
+    scheduler, (worker,) = make_scheduler(
+        "w0", clock=clock, max_lead_seconds=2.0, work_ahead_seconds=10.0
+    )
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=5.0, at=0.0))
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    assert len(worker.jobs) == 1, "5 s ahead (more than the 2 s it needs): served from spare time"
+    await scheduler.handle_control(WorkerIdle("w0"))
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=10.0, at=0.0))
+    await scheduler.handle(job(A, 1, received_at=0.0))
+    assert len(worker.jobs) == 1, "at the work-ahead cap nothing more is made"
+    clock.now = 0.5  # the client has played half a second: 9.5 s ahead, under the cap
+    await scheduler.handle_control(WorkerIdle("w0"))
+    assert len(worker.jobs) == 2
+
+
+async def test_without_work_ahead_a_stream_with_enough_lead_waits() -> None:
+    clock = FakeClock(0.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock, max_lead_seconds=2.0)
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=5.0, at=0.0))
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    assert worker.jobs == []
+
+
+async def test_a_due_job_preempts_a_work_ahead_job_which_is_requeued_first() -> None:
+    clock = FakeClock(0.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock, work_ahead_seconds=10.0)
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=5.0, at=0.0))
+    await scheduler.handle(job(A, 3, received_at=0.0))
+    await scheduler.handle(job(A, 4, received_at=0.0))
+    assert dispatched([worker]) == [(A, 3)]
+    await scheduler.handle(job(B, 0, received_at=0.0))  # a new stream: due at once
+    assert worker.aborted == [A]
+    assert scheduler.preemptions == 1
+    assert dispatched([worker]) == [(A, 3)], "B waits for the aborted call to return"
+    await scheduler.handle_control(WorkerIdle("w0"))  # the aborted call returned
+    assert dispatched([worker]) == [(A, 3), (B, 0)]
+    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=0.2, chars=7, audio_seconds=0.5))
+    assert dispatched([worker]) == [(A, 3), (B, 0), (A, 3)], "A's aborted job runs again, first"
+
+
+async def test_a_due_job_never_preempts_a_due_job() -> None:
+    clock = FakeClock(0.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock, work_ahead_seconds=10.0)
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(B, 0, received_at=0.0))
+    assert worker.aborted == []
+    assert dispatched([worker]) == [(A, 0)]
+
+
+async def test_a_job_that_finished_before_the_abort_is_not_run_twice() -> None:
+    clock = FakeClock(0.0)
+    scheduler, (worker,) = make_scheduler("w0", clock=clock, work_ahead_seconds=10.0)
+    await scheduler.handle_control(StreamDemand(A, lead_seconds=5.0, at=0.0))
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    worker.running = False  # the call returned; its WorkerIdle is on its way
+    await scheduler.handle(job(B, 0, received_at=0.0))
+    assert scheduler.preemptions == 0
+    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=0.2, chars=7, audio_seconds=0.5))
+    assert dispatched([worker]) == [(A, 0), (B, 0)]
+
+
+async def test_throughput_sums_the_healthy_workers_measured_rates() -> None:
+    clock = FakeClock(0.0)
+    workers = [FakeWorker("w0"), FakeWorker("w1")]
+    scheduler = Scheduler(cast(Sequence[InferenceActor], workers), clock=clock, initial_rate=1.5)
+    assert scheduler.throughput() == 3.0, "the seed until jobs are timed"
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(B, 0, received_at=0.0))
+    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=1.0, chars=30, audio_seconds=2.0))
+    await scheduler.handle_control(WorkerIdle("w1", gen_seconds=1.0, chars=30, audio_seconds=3.0))
+    assert scheduler.throughput() == 5.0
+    await scheduler.handle(job(A, 1, received_at=0.0))
+    await scheduler.handle_control(WorkerFailed("w0", workers[0].jobs[-1], "boom"))
+    assert scheduler.throughput() == 3.0, "a worker out of rotation produces nothing"
+
+
+async def test_remaining_seconds_counts_queued_and_running_characters() -> None:
+    clock = FakeClock(0.0)
+    scheduler, _ = make_scheduler("w0", clock=clock)
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle(job(A, 1, received_at=0.0))
+    chars = 2 * len("words 0")
+    assert scheduler.remaining_seconds(A) == chars * scheduler.seconds_per_char
+    assert scheduler.remaining_seconds(B) == 0.0
+
+
+async def test_replaced_workers_take_no_new_job_and_retire_when_idle() -> None:
+    clock = FakeClock(0.0)
+    retired: list[str] = []
+    old_busy, old_idle, new = FakeWorker("old0"), FakeWorker("old1"), FakeWorker("new0")
+    scheduler = Scheduler(
+        cast(Sequence[InferenceActor], [old_busy, old_idle]), clock=clock, retired=retired.append
+    )
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    assert dispatched([old_busy]) == [(A, 0)]
+    await scheduler.handle_control(
+        ReplaceWorkers((cast(InferenceActor, new),), frozenset({"old0", "old1"}), initial_rate=3.0)
+    )
+    assert retired == ["old1"], "an idle worker retires at once"
+    assert scheduler.throughput() == 3.0, "the new worker's rate only"
+    await scheduler.handle(job(B, 0, received_at=0.0))
+    await scheduler.handle(job(C, 0, received_at=0.0))
+    assert dispatched([new]) == [(B, 0)], "C waits for the new worker, not the old one"
+    await scheduler.handle_control(WorkerIdle("old0", gen_seconds=0.2, chars=7, audio_seconds=1))
+    assert retired == ["old1", "old0"], "a busy worker retires when its job is done"
+    assert dispatched([old_busy]) == [(A, 0)]
+    await scheduler.handle_control(WorkerIdle("new0", gen_seconds=0.2, chars=7, audio_seconds=1))
+    assert dispatched([new]) == [(B, 0), (C, 0)]
+
+
+async def test_a_retiring_worker_that_fails_hands_its_job_on_and_retires() -> None:
+    clock = FakeClock(0.0)
+    retired: list[str] = []
+    old, new = FakeWorker("old"), FakeWorker("new")
+    scheduler = Scheduler(
+        cast(Sequence[InferenceActor], [old]), clock=clock, retired=retired.append
+    )
+    await scheduler.handle(job(A, 0, received_at=0.0))
+    await scheduler.handle_control(
+        ReplaceWorkers((cast(InferenceActor, new),), frozenset({"old"}), initial_rate=2.0)
+    )
+    await scheduler.handle_control(WorkerFailed("old", old.jobs[-1], "boom"))
+    assert retired == ["old"]
+    assert dispatched([new]) == [(A, 0)]

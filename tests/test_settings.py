@@ -61,3 +61,16 @@ def test_a_configured_plan_sets_sessions_and_threads(settings: Settings) -> None
         synthesizer.close()
     with pytest.raises(ValueError, match="expected PROVIDER:SESSIONSxTHREADS"):
         load_for_serving(replace(settings, plan="two sessions"))
+
+
+def test_admission_and_admin_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOKORO_WORK_AHEAD_MS", "0")
+    monkeypatch.setenv("KOKORO_MAX_ACTIVE_STREAMS", "3")
+    monkeypatch.setenv("KOKORO_ADMISSION_UTILIZATION", "0.7")
+    monkeypatch.setenv("KOKORO_ADMISSION_WAIT_MS", "2500")
+    monkeypatch.setenv("KOKORO_ADMIN_TOKEN", "s3cret")
+    settings = Settings.from_env()
+    assert settings.work_ahead_ms == 0 and settings.max_active_streams == 3
+    assert settings.admission_utilization == 0.7 and settings.admission_wait_ms == 2500
+    assert settings.admin_token == "s3cret"
+    assert "s3cret" not in repr(settings), "the token stays out of logs"

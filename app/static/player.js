@@ -19,10 +19,11 @@ const PREROLL_MS = Number(params.get("preroll")) || 200;
 // only when the server turns out to be slow.
 const START_DELAY_MS = Number(params.get("hold")) || 0;
 // Adaptive start: the server starts the second segment when the first is done, and the second
-// is at most 1.5x as long (the server's segment growth), so it should be ready about
-// NEXT_GEN_RATIO x the first one's generation time after the first audio. Playback starts late
-// enough that a pre-roll's worth of the first segment is still left then.
-const NEXT_GEN_RATIO = 1.5;
+// is at most 1.5x as long (the server's segment growth), so it should be ready about 1.5x the
+// first one's generation time after the first audio; 0.25 more keeps the third segment in time
+// when it is slower than the growth says (a number spelled out). Playback starts late enough
+// that a pre-roll's worth of the first segment is still left then.
+const NEXT_GEN_RATIO = 1.75;
 // ?rate=48000 forces another AudioContext rate (exercises the worklet's resampler).
 const CONTEXT_RATE = Number(params.get("rate")) || SAMPLE_RATE;
 const PLAYED_EVERY_MS = 200;

@@ -242,8 +242,10 @@ class Engine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, function)
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, cancel_pending: bool = True) -> None:
+        """Stop the engine's thread after the call it is running (and, unless
+        ``cancel_pending``, after the calls queued behind it)."""
+        self._executor.shutdown(wait=True, cancel_futures=cancel_pending)
 
 
 def open_engines(config: EngineConfig, count: int) -> list[Engine]:

@@ -137,10 +137,19 @@ class Synthesizer:
         self.voices.check(voice)
         return await self.engine.call(partial(self.speak_blocking, text, voice, speed))
 
-    def warm_up(self, voice: str, engine: Engine | None = None) -> float:
+    def warm_up(self, voice: str, engine: Engine | None = None) -> SpeechResult:
         """One synthesis so the first real request does not pay ONNX Runtime's first-run costs
         (also the health probe of an engine that failed)."""
-        return self.render(WARM_UP_TEXT, voice, 1.0, engine=engine).gen_seconds
+        return self.render(WARM_UP_TEXT, voice, 1.0, engine=engine)
+
+    def replace_engines(self, engines: Sequence[Engine]) -> list[Engine]:
+        """Serve whole-text requests from ``engines`` from now on; returns the previous ones
+        (still open: calls already queued on them finish there)."""
+        if not engines:
+            raise ValueError("at least one engine is needed")
+        previous = self.engines
+        self.engine, self.engines = engines[0], list(engines)
+        return previous
 
     def close(self) -> None:
         for engine in self.engines:

@@ -1,0 +1,174 @@
+"""Admission control: how many streams may be synthesizing at once, and what happens to more.
+
+A stream costs compute from its ``start`` until its last segment has been synthesized (its end
+received and every segment made); after that it only plays out audio already made. While a
+stream is synthesizing, its client plays one second of audio per second, so it needs the
+sessions to produce at least that. The sessions together produce ``throughput`` audio seconds
+per wall second (measured by the scheduler from recent jobs), so
+
+    capacity = max(1, floor(throughput * utilization))
+
+streams may synthesize at once; ``utilization`` below 1 keeps headroom for the bursts of new
+streams' first segments, for segments waiting behind other streams' and for measurement noise.
+A fixed ``max_streams`` overrides the measurement. A stream beyond capacity is refused with
+``busy`` and a ``retry_after_ms`` (or, with ``wait_s`` set, waits up to that long, first come
+first served, for a slot).
+
+``retry_after_ms`` estimates when the first slot frees: each synthesizing stream's remaining
+work (its queued characters times the measured seconds per character) stretched by the number
+of streams sharing the sessions, the smallest of them; times one more for each stream already
+waiting. It is a hint for the client's backoff, clamped to 0.1-10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from actors.messages import StreamKey
+from app.errors import BusyError
+
+MIN_RETRY_MS = 100
+MAX_RETRY_MS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPolicy:
+    max_streams: int = 0
+    """Streams synthesizing at once; 0 derives it from the measured throughput."""
+    utilization: float = 0.6
+    """Share of the measured throughput that admitted streams may use (with ``max_streams=0``).
+
+    Below 1 because throughput is not the only limit: a segment runs whole on one session, so a
+    stream's next segment can wait behind another stream's, and a new stream's first segments
+    must come faster than real time. On the reference machine (one session, about 2.3 audio
+    s/s) two streams synthesizing at once (0.87 of it) had underruns in 5 of 6 streams, one
+    stream (0.43) none: 0.6 admits one there and, where the sessions make 3.4 audio s/s, two."""
+    wait_s: float = 0.0
+    """How long a stream beyond capacity waits for a slot before ``busy``; 0 refuses at once."""
+
+    def __post_init__(self) -> None:
+        if self.max_streams < 0:
+            raise ValueError("max_streams must be >= 0 (0 means: from measured throughput)")
+        if not 0 < self.utilization <= 2:
+            raise ValueError("utilization must be in (0, 2]")
+        if self.wait_s < 0:
+            raise ValueError("wait_s must be >= 0")
+
+
+class Admission:
+    """Counts synthesizing streams against capacity; refuses or queues the rest."""
+
+    def __init__(
+        self,
+        policy: AdmissionPolicy,
+        *,
+        throughput: Callable[[], float],
+        workers: Callable[[], int],
+        remaining_seconds: Callable[[StreamKey], float],
+    ) -> None:
+        self.policy = policy
+        self._throughput = throughput
+        self._workers = workers
+        self._remaining = remaining_seconds
+        self._generating: set[StreamKey] = set()
+        self._waiters: deque[tuple[StreamKey, asyncio.Future[None]]] = deque()
+        self.admitted = 0
+        self.refused = 0
+        self.waited = 0
+
+    def capacity(self) -> int:
+        if self.policy.max_streams:
+            return self.policy.max_streams
+        return max(1, math.floor(self._throughput() * self.policy.utilization + 1e-9))
+
+    @property
+    def generating(self) -> int:
+        return len(self._generating)
+
+    def _has_room(self) -> bool:
+        return len(self._generating) < self.capacity()
+
+    async def admit(self, key: StreamKey) -> None:
+        """Count ``key`` as synthesizing, waiting for a slot if configured; else ``BusyError``."""
+        if not self._waiters and self._has_room():
+            self._take(key)
+            return
+        if self.policy.wait_s <= 0:
+            self._refuse(key)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (key, future)
+        self._waiters.append(waiter)
+        self.waited += 1
+        try:
+            async with asyncio.timeout(self.policy.wait_s):
+                await asyncio.shield(future)
+        except TimeoutError:
+            pass
+        except BaseException:  # the connection went away while waiting
+            if future.done():
+                self.release(key)
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            future.cancel()  # no-op once admitted; a late grant now skips this waiter
+        if not (future.done() and not future.cancelled()):
+            self._refuse(key)
+
+    def release(self, key: StreamKey) -> None:
+        """The stream finished synthesizing, or ended: its slot is free (idempotent)."""
+        if key in self._generating:
+            self._generating.remove(key)
+            self._grant()
+
+    def refresh(self) -> None:
+        """Capacity may have grown (new measurements): let waiters in."""
+        self._grant()
+
+    def _take(self, key: StreamKey) -> None:
+        self._generating.add(key)
+        self.admitted += 1
+
+    def _grant(self) -> None:
+        while self._waiters and self._has_room():
+            key, future = self._waiters.popleft()
+            if future.done():
+                continue
+            self._take(key)
+            future.set_result(None)
+
+    def _refuse(self, key: StreamKey) -> None:
+        self.refused += 1
+        raise BusyError(
+            f"the server is at capacity ({self.capacity()} streams synthesizing); "
+            "retry after retry_after_ms",
+            retry_after_ms=self.retry_after_ms(),
+            stream=key.stream,
+        )
+
+    def retry_after_ms(self) -> int:
+        """When a slot is likely to free (see the module docstring)."""
+        sharing = max(1.0, len(self._generating) / max(1, self._workers()))
+        remaining = [self._remaining(key) for key in self._generating]
+        first = min(remaining, default=0.0) * sharing
+        estimate_ms = first * (1 + len(self._waiters)) * 1000
+        return int(min(MAX_RETRY_MS, max(MIN_RETRY_MS, estimate_ms)))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "capacity_streams": self.capacity(),
+            "generating_streams": len(self._generating),
+            "waiting_streams": len(self._waiters),
+            "admitted_total": self.admitted,
+            "refused_total": self.refused,
+            "waited_total": self.waited,
+            "throughput_audio_per_s": round(self._throughput(), 3),
+            "utilization": self.policy.utilization,
+            "max_streams": self.policy.max_streams or None,
+            "wait_ms": round(self.policy.wait_s * 1000),
+        }
