@@ -22,7 +22,10 @@ and goes back to the front of its stream's queue.
 
 Throughput: each worker's recent audio seconds per generation second (over its last
 ``RATE_WINDOW`` jobs) summed over healthy workers is what the sessions can produce per wall
-second; admission control turns it into a number of streams.
+second; admission control turns it into a number of streams. Only jobs during which no healthy
+worker sat idle count: sessions sharing the cores are slower than one running alone, and
+capacity is about the shared case. Until such jobs exist, a worker's rate is the
+seed it was given.
 
 Replacing workers (a provider-plan swap): ``ReplaceWorkers`` adds the new workers to the idle
 pool at once and retires the old ones: they take no new job, and each is reported to
@@ -77,6 +80,8 @@ class ReplaceWorkers:
 class _Running:
     job: SegmentJob
     speculative: bool
+    saturated: bool = True
+    """No healthy worker has sat idle while the job ran."""
 
 
 @dataclass(slots=True)
@@ -194,7 +199,9 @@ class Scheduler(Actor[SegmentJob]):
             if message.chars > 0:
                 cost = message.gen_seconds / message.chars
                 self.seconds_per_char += 0.3 * (cost - self.seconds_per_char)
-            if message.audio_seconds > 0 and message.worker in self._rates:
+            running = self._busy.get(message.worker)
+            timed = message.audio_seconds > 0 and message.worker in self._rates
+            if timed and running is not None and running.saturated:
                 self._rates[message.worker].add(message.audio_seconds, message.gen_seconds)
                 if self._measured is not None:
                     self._measured()
@@ -338,6 +345,12 @@ class Scheduler(Actor[SegmentJob]):
                 state.jobs.appendleft(replace(running.job, queued_at=self._clock()))
 
     async def _dispatch(self) -> None:
+        self._fill()
+        if self._idle:  # a session runs alone: the others' jobs are not measuring saturation
+            for running in self._busy.values():
+                running.saturated = False
+
+    def _fill(self) -> None:
         due = self._due()
         while due and self._idle:
             _, key, state = due.pop(0)

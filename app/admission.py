@@ -23,9 +23,10 @@ waiting. It is a hint for the client's backoff, clamped to 0.1-10 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,8 @@ from app.errors import BusyError
 
 MIN_RETRY_MS = 100
 MAX_RETRY_MS = 10_000
+PAUSED_RETRY_MS = 2000
+"""Retry hint while admission is paused (a plan swap builds and warms in 2-8 s here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class Admission:
         self.admitted = 0
         self.refused = 0
         self.waited = 0
+        self._paused: str | None = None
 
     def capacity(self) -> int:
         if self.policy.max_streams:
@@ -91,7 +95,19 @@ class Admission:
         return len(self._generating)
 
     def _has_room(self) -> bool:
-        return len(self._generating) < self.capacity()
+        return self._paused is None and len(self._generating) < self.capacity()
+
+    @contextlib.contextmanager
+    def paused(self, reason: str) -> Iterator[None]:
+        """Admit no new stream meanwhile (streams already admitted go on), e.g. while a plan
+        swap builds and warms sessions: a stream's first segments, which must come faster than
+        real time, would compete with that work for the cores."""
+        self._paused = reason
+        try:
+            yield
+        finally:
+            self._paused = None
+            self._grant()
 
     async def admit(self, key: StreamKey) -> None:
         """Count ``key`` as synthesizing, waiting for a slot if configured; else ``BusyError``."""
@@ -144,15 +160,21 @@ class Admission:
 
     def _refuse(self, key: StreamKey) -> None:
         self.refused += 1
+        why = (
+            f"new streams wait while {self._paused}"
+            if self._paused is not None
+            else f"the server is at capacity ({self.capacity()} streams synthesizing)"
+        )
         raise BusyError(
-            f"the server is at capacity ({self.capacity()} streams synthesizing); "
-            "retry after retry_after_ms",
+            f"{why}; retry after retry_after_ms",
             retry_after_ms=self.retry_after_ms(),
             stream=key.stream,
         )
 
     def retry_after_ms(self) -> int:
         """When a slot is likely to free (see the module docstring)."""
+        if self._paused is not None:
+            return PAUSED_RETRY_MS
         sharing = max(1.0, len(self._generating) / max(1, self._workers()))
         remaining = [self._remaining(key) for key in self._generating]
         first = min(remaining, default=0.0) * sharing
@@ -171,4 +193,5 @@ class Admission:
             "utilization": self.policy.utilization,
             "max_streams": self.policy.max_streams or None,
             "wait_ms": round(self.policy.wait_s * 1000),
+            "paused": self._paused,
         }

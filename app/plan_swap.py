@@ -1,8 +1,10 @@
 """Switching the provider plan of a running server (hot swap).
 
-The new plan's sessions are built and warmed while the old ones keep serving; then new jobs go
-to the new sessions and each old session finishes the job it is running (its audio is delivered
-like any other), after which it is stopped and closed. Streams see neither a gap nor a repeated
+The new plan's sessions are built and warmed while the old ones keep serving. New streams are
+not admitted meanwhile (``busy`` with a 2 s retry hint): their first segments, which must come
+faster than real time, would compete with that work for the cores. Then new jobs go to the new
+sessions and each old session finishes the job it is running (its audio is delivered like any
+other), after which it is stopped and closed. Streams see neither a gap nor a repeated
 sample: a segment is synthesized whole on one session or the other, and CPU plans of one model
 produce identical samples whatever their thread count (tested). If building or warming the new
 sessions fails, the old plan keeps serving and the error is reported.
@@ -95,17 +97,20 @@ class PlanSwapper:
         previous = service.plan_name
         started = time.perf_counter()
         logger.info("plan swap %s -> %s: building sessions", previous, plan.name)
-        try:
-            engines = await asyncio.to_thread(open_plan_engines, plan, synthesizer.engine.config)
-        except Exception as error:
-            raise SwapFailedError(f"cannot build {plan.name}: {error}") from None
-        built = time.perf_counter()
-        try:
-            rate = await warm_engines(synthesizer, engines, service.settings.default_voice)
-        except Exception as error:
-            await asyncio.to_thread(close_plan_engines, engines)
-            raise SwapFailedError(f"cannot warm {plan.name}: {error}") from None
-        warmed = time.perf_counter()
+        with pipeline.admission.paused(f"the provider plan changes to {plan.name}"):
+            try:
+                engines = await asyncio.to_thread(
+                    open_plan_engines, plan, synthesizer.engine.config
+                )
+            except Exception as error:
+                raise SwapFailedError(f"cannot build {plan.name}: {error}") from None
+            built = time.perf_counter()
+            try:
+                rate = await warm_engines(synthesizer, engines, service.settings.default_voice)
+            except Exception as error:
+                await asyncio.to_thread(close_plan_engines, engines)
+                raise SwapFailedError(f"cannot warm {plan.name}: {error}") from None
+            warmed = time.perf_counter()
         old_engines = synthesizer.replace_engines(engines)
         drain_seconds = await pipeline.replace_engines(engines, rate)
         await asyncio.to_thread(_close_quietly, old_engines)

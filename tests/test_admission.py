@@ -9,7 +9,13 @@ import httpx
 import pytest
 
 from actors.messages import StreamKey
-from app.admission import MAX_RETRY_MS, MIN_RETRY_MS, Admission, AdmissionPolicy
+from app.admission import (
+    MAX_RETRY_MS,
+    MIN_RETRY_MS,
+    PAUSED_RETRY_MS,
+    Admission,
+    AdmissionPolicy,
+)
 from app.errors import BusyError
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
@@ -249,3 +255,18 @@ async def test_the_settings_reach_the_scheduler_and_admission(
     measured = admission["throughput_audio_per_s"]
     assert admission["capacity_streams"] == max(1, int(measured * 0.5 + 1e-9))
     assert ready["capacity"]["max_active_streams"] == admission["capacity_streams"]
+
+
+async def test_while_paused_no_stream_is_admitted_and_waiters_get_in_after() -> None:
+    admission = Measured(throughput=10.0).admission(AdmissionPolicy(wait_s=30.0))
+    with admission.paused("the plan changes"):
+        waiting = asyncio.create_task(admission.admit(key("a")))
+        await asyncio.sleep(0)
+        assert not waiting.done() and admission.stats()["paused"] == "the plan changes"
+    await waiting
+    refusing = Measured(throughput=10.0).admission(AdmissionPolicy())
+    with refusing.paused("the plan changes"), pytest.raises(BusyError) as refused:
+        await refusing.admit(key("b"))
+    assert "the plan changes" in refused.value.message
+    assert refused.value.retry_after_ms == PAUSED_RETRY_MS
+    await refusing.admit(key("b"))

@@ -404,14 +404,27 @@ async def test_throughput_sums_the_healthy_workers_measured_rates() -> None:
     workers = [FakeWorker("w0"), FakeWorker("w1")]
     scheduler = Scheduler(cast(Sequence[InferenceActor], workers), clock=clock, initial_rate=1.5)
     assert scheduler.throughput() == 3.0, "the seed until jobs are timed"
-    await scheduler.handle(job(A, 0, received_at=0.0))
-    await scheduler.handle(job(B, 0, received_at=0.0))
-    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=1.0, chars=30, audio_seconds=2.0))
+    d = StreamKey("session", "d")
+    for key in (A, B, C, d):
+        await scheduler.handle(job(key, 0, received_at=0.0))
+    # A ran on w0 while w1 was still idle: not a measurement of both sessions busy.
+    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=1.0, chars=30, audio_seconds=9.0))
+    assert scheduler.throughput() == 3.0
     await scheduler.handle_control(WorkerIdle("w1", gen_seconds=1.0, chars=30, audio_seconds=3.0))
+    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=1.0, chars=30, audio_seconds=2.0))
     assert scheduler.throughput() == 5.0
     await scheduler.handle(job(A, 1, received_at=0.0))
     await scheduler.handle_control(WorkerFailed("w0", workers[0].jobs[-1], "boom"))
     assert scheduler.throughput() == 3.0, "a worker out of rotation produces nothing"
+
+
+async def test_a_job_that_ran_with_a_worker_idle_does_not_count_towards_throughput() -> None:
+    clock = FakeClock(0.0)
+    workers = [FakeWorker("w0"), FakeWorker("w1")]
+    scheduler = Scheduler(cast(Sequence[InferenceActor], workers), clock=clock, initial_rate=1.5)
+    await scheduler.handle(job(A, 0, received_at=0.0))  # w1 stays idle: w0 runs alone, faster
+    await scheduler.handle_control(WorkerIdle("w0", gen_seconds=1.0, chars=30, audio_seconds=4.0))
+    assert scheduler.throughput() == 3.0
 
 
 async def test_remaining_seconds_counts_queued_and_running_characters() -> None:
