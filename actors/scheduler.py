@@ -199,13 +199,12 @@ class Scheduler(Actor[SegmentJob]):
             if message.chars > 0:
                 cost = message.gen_seconds / message.chars
                 self.seconds_per_char += 0.3 * (cost - self.seconds_per_char)
-            running = self._busy.get(message.worker)
+            running = self._busy.pop(message.worker, None)
             timed = message.audio_seconds > 0 and message.worker in self._rates
             if timed and running is not None and running.saturated:
                 self._rates[message.worker].add(message.audio_seconds, message.gen_seconds)
                 if self._measured is not None:
                     self._measured()
-            running = self._busy.pop(message.worker, None)
             if running is not None and running.job.key in self._streams:
                 self._streams[running.job.key].in_flight = False
             self._preempted.discard(message.worker)

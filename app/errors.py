@@ -78,3 +78,25 @@ class BusyError(TTSError):
         super().__init__(message)
         self.retry_after_ms = retry_after_ms
         self.stream = stream
+
+
+class BadPlanError(TTSError):
+    """A provider plan that cannot be parsed (``cpu:2x1`` is the form)."""
+
+    code = "bad_plan"
+    http_status = 400
+
+
+class SwapInProgressError(TTSError):
+    """A plan swap was asked for while another one runs."""
+
+    code = "swap_in_progress"
+    http_status = 409
+    retryable = True
+
+
+class SwapFailedError(TTSError):
+    """The new plan could not be built or warmed; the old one still serves."""
+
+    code = "swap_failed"
+    http_status = 500

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from app.errors import TTSError
+from app.errors import BadPlanError, SwapFailedError, SwapInProgressError
 from app.providers import ProviderPlan
 from app.strategy import close_plan_engines, open_plan_engines
 from app.tts.engine import Engine
@@ -30,24 +30,6 @@ if TYPE_CHECKING:
     from app.service import Service
 
 logger = logging.getLogger(__name__)
-
-
-class BadPlanError(TTSError):
-    code = "bad_plan"
-    http_status = 400
-
-
-class SwapInProgressError(TTSError):
-    code = "swap_in_progress"
-    http_status = 409
-    retryable = True
-
-
-class SwapFailedError(TTSError):
-    """The new plan could not be built or warmed; the old one still serves."""
-
-    code = "swap_failed"
-    http_status = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +48,7 @@ class SwapReport:
 async def warm_engines(synthesizer: Synthesizer, engines: Sequence[Engine], voice: str) -> float:
     """Warm every session, each on its own thread; returns the audio seconds per second of the
     slowest warm-up: a conservative per-session rate (a short text, with first-run costs) that
-    the scheduler replaces with measurements as soon as real segments have run."""
+    the scheduler replaces with measurements once segments have run with every session busy."""
     results = await asyncio.gather(
         *(engine.call(partial(synthesizer.warm_up, voice, engine)) for engine in engines)
     )

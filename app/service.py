@@ -54,9 +54,6 @@ class Service:
         self._shutdown = asyncio.Event()
         self._pipeline: Pipeline | None = None
         self.plan_choice = plan_choice
-        self.initial_rate = 2.0
-        """Audio seconds per generation second per session, until jobs are timed: the plan
-        benchmark's figure, else measured after warm-up."""
         if plan_choice is not None:
             self.startup_seconds["plan"] = plan_choice.seconds
         self.swapper = PlanSwapper(self)
@@ -78,9 +75,10 @@ class Service:
 
     async def run(self) -> None:
         """Load and warm, run the pipeline until ``shutdown``, then stop its actors in order."""
-        synthesizer = await self._load_and_warm()
-        if synthesizer is None:
+        warmed = await self._load_and_warm()
+        if warmed is None:
             return
+        synthesizer, initial_rate = warmed
         fallback = FallbackPolicy(
             timeout_s=self.settings.inference_timeout_s,
             probe_after_s=self.settings.probe_after_s,
@@ -98,7 +96,7 @@ class Service:
             probe_voice=self.settings.default_voice,
             admission=admission,
             work_ahead_seconds=self.settings.work_ahead_ms / 1000,
-            initial_rate=self.initial_rate,
+            initial_rate=initial_rate,
         )
         try:
             async with pipeline.running():
@@ -120,7 +118,9 @@ class Service:
         """Ask ``run`` to stop the pipeline and return."""
         self._shutdown.set()
 
-    async def _load_and_warm(self) -> Synthesizer | None:
+    async def _load_and_warm(self) -> tuple[Synthesizer, float] | None:
+        """The warm synthesizer and the audio seconds per second to assume for each session
+        until its jobs are timed: the plan benchmark's figure, else the warm-up's."""
         try:
             if self._synthesizer is None:
                 started = time.perf_counter()
@@ -133,7 +133,7 @@ class Service:
             synthesizer = self._synthesizer
             voice = self.settings.default_voice
             warm_rate = await warm_engines(synthesizer, synthesizer.engines, voice)
-            self.initial_rate = self._benchmarked_rate() or warm_rate
+            initial_rate = self._benchmarked_rate() or warm_rate
             self.startup_seconds["warm_up"] = time.perf_counter() - started
         except TTSError as error:
             self._fail(error.message)
@@ -142,7 +142,7 @@ class Service:
             logger.exception("startup failed")
             self._fail(f"startup failed: {error!r}")
             return None
-        return synthesizer
+        return synthesizer, initial_rate
 
     @property
     def plan_name(self) -> str:
