@@ -29,6 +29,7 @@ from actors.messages import (
     StreamFinished,
     StreamKey,
 )
+from actors.metrics import MetricsActor
 from app import wire
 from app.tts.engine import SAMPLE_RATE
 
@@ -58,6 +59,7 @@ class StreamChunker(Actor[ChunkerInput]):
         demand: Callable[[StreamDemand], None],
         finished: Callable[[StreamFinished], None],
         generated: Callable[[StreamKey], None] | None = None,
+        metrics: MetricsActor | None = None,
         encoding: Encoding = "pcm_s16le",
         frame_sizer: FrameSizer | None = None,
         max_lead_seconds: float = 2.0,
@@ -69,6 +71,7 @@ class StreamChunker(Actor[ChunkerInput]):
         self._demand = demand
         self._finished = finished
         self._generated = generated
+        self._metrics = metrics
         self.generation_complete = False
         """Every segment's audio has arrived: the stream needs no more synthesis."""
         self.encoding = encoding
@@ -142,10 +145,13 @@ class StreamChunker(Actor[ChunkerInput]):
         """A ``played`` report from the client: truth about its playback position."""
         now = self._clock()
         self._played = (min(samples, self.sent_samples), now)
-        underrun = underruns is not None and underruns > self._underruns
+        new_underruns = 0 if underruns is None else max(0, underruns - self._underruns)
+        underrun = new_underruns > 0
         if underruns is not None:
             self._underruns = max(self._underruns, underruns)
         lead_ms = self.client_lead_seconds() * 1000
+        if self._metrics is not None:
+            self._metrics.client_reported(new_underruns, lead_ms / 1000)
         in_flight_ms = None if buffered_ms is None else lead_ms - buffered_ms
         if self.sizer.on_lead(lead_ms, underrun, in_flight_ms):
             self._flow_pending = True
@@ -230,10 +236,12 @@ class StreamChunker(Actor[ChunkerInput]):
             self.sent_samples,
             self.encoding,
             SAMPLE_RATE,
-            encode_samples(frame, self.encoding),
+            payload := encode_samples(frame, self.encoding),
         )
         started = self._clock()
         await self._send(message)
+        if self._metrics is not None:
+            self._metrics.frame_sent(len(payload))
         if self.first_sent_at is None:
             self.first_sent_at = self._clock()
         self.seq += 1

@@ -13,6 +13,7 @@ from typing import Any
 
 from actors.base import Actor, ActorClosed, MailboxFull
 from actors.messages import Event, SegmentGenerated, StreamFinished, StreamStarted
+from app.prometheus_metrics import PrometheusMetrics
 
 RECENT = 500
 
@@ -32,8 +33,11 @@ def _ms(value: float | None) -> float | None:
 class MetricsActor(Actor[Event]):
     """Aggregates stream and segment events."""
 
-    def __init__(self, mailbox_size: int = 1024) -> None:
+    def __init__(
+        self, mailbox_size: int = 1024, prometheus: PrometheusMetrics | None = None
+    ) -> None:
         super().__init__(name="metrics", mailbox_size=mailbox_size)
+        self.prometheus = prometheus or PrometheusMetrics()
         self.dropped = 0
         self.active = 0
         self.started = 0
@@ -55,6 +59,7 @@ class MetricsActor(Actor[Event]):
             self.dropped += 1
 
     async def handle(self, message: Event) -> None:
+        self._export(message)
         if isinstance(message, StreamStarted):
             self.started += 1
             self.active += 1
@@ -72,6 +77,33 @@ class MetricsActor(Actor[Event]):
                 self._ttfa.append(message.ttfa_seconds)
             if message.rtf is not None:
                 self._rtf.append(message.rtf)
+
+    def _export(self, message: Event) -> None:
+        """The event's share of the Prometheus metrics."""
+        prometheus = self.prometheus
+        if isinstance(message, StreamStarted):
+            prometheus.streams_started.inc()
+        elif isinstance(message, SegmentGenerated):
+            prometheus.segment_generation.labels(message.provider).observe(message.gen_seconds)
+            prometheus.queue_wait.observe(message.queue_seconds)
+            prometheus.audio_generated.labels(message.provider).inc(message.audio_seconds)
+        elif isinstance(message, StreamFinished):
+            prometheus.streams_finished.labels(message.reason).inc()
+            if message.ttfa_seconds is not None:
+                prometheus.ttfa.observe(message.ttfa_seconds)
+            if message.rtf is not None:
+                prometheus.stream_rtf.observe(message.rtf)
+
+    def frame_sent(self, payload_bytes: int) -> None:
+        """A chunker wrote an audio frame (called directly: a counter never blocks)."""
+        self.prometheus.frames_sent.inc()
+        self.prometheus.audio_bytes_sent.inc(payload_bytes)
+
+    def client_reported(self, new_underruns: int, lead_seconds: float) -> None:
+        """A client's ``played`` report, as the chunker understood it."""
+        if new_underruns > 0:
+            self.prometheus.client_underruns.inc(new_underruns)
+        self.prometheus.client_lead.observe(max(0.0, lead_seconds))
 
     def snapshot(self) -> dict[str, Any]:
         def quantiles(values: deque[float]) -> dict[str, float | None]:

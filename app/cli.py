@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -178,7 +179,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.plan_loader import load_for_serving  # noqa: PLC0415
     from app.server import create_app  # noqa: PLC0415
 
+    started = time.perf_counter()
     synthesizer, plan_choice = load_for_serving(settings)
+    load_seconds = time.perf_counter() - started - plan_choice.seconds
     fatal: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -187,7 +190,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, synthesizer, on_fatal, plan_choice)
+    app = create_app(settings, synthesizer, on_fatal, plan_choice, {"load": load_seconds})
     config = uvicorn.Config(
         app,
         host=settings.host,

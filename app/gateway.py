@@ -211,6 +211,7 @@ class Connection:
             demand=self.pipeline.scheduler.control,
             finished=self._on_finished,
             generated=self.pipeline.generated,
+            metrics=self.pipeline.metrics,
             encoding=cast(Encoding, message.encoding),  # validated by the wire decoder
             frame_sizer=sizer,
             max_lead_seconds=self.pipeline.max_lead_seconds,

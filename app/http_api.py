@@ -8,6 +8,7 @@ import hmac
 import json
 from typing import Any, Literal
 
+import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,6 +17,7 @@ from starlette.routing import Route
 from app.audio_formats import FORMATS, encode
 from app.errors import TextTooLongError, TTSError
 from app.plan_loader import PlanChoice
+from app.prometheus_metrics import CONTENT_TYPE
 from app.service import Phase, Service
 from app.tts.engine import SAMPLE_RATE
 from app.tts.synthesizer import MAX_SPEED, MIN_SPEED
@@ -165,6 +167,27 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body, 503, headers={"Retry-After": "1"})
 
 
+async def status(request: Request) -> Response:
+    """``GET /v1/status``: phase, startup profile and plan, whether ready or not (always 200)."""
+    service = _service(request)
+    body: dict[str, Any] = {
+        "status": service.phase.value,
+        "startup_seconds": {k: round(v, 3) for k, v in service.startup_seconds.items()},
+        "plan": service.plan_name,
+        "plan_source": service.plan_choice.source if service.plan_choice else "configured",
+        "onnxruntime": ort.__version__,
+    }
+    if service.error:
+        body["error"] = service.error
+    return JSONResponse(body)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition (see ``app.prometheus_metrics``)."""
+    body = _service(request).prometheus.exposition()
+    return Response(body, media_type=CONTENT_TYPE)
+
+
 def _admin_refusal(request: Request) -> Response | None:
     """None if the request carries the admin token; else the error response to send."""
     token = _service(request).settings.admin_token
@@ -212,4 +235,6 @@ routes = [
     Route("/health", health, methods=["GET"]),
     Route("/ready", ready, methods=["GET"]),
     Route("/v1/admin/plan", admin_plan, methods=["POST"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/v1/status", status, methods=["GET"]),
 ]

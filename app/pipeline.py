@@ -32,6 +32,7 @@ from actors.scheduler import ReplaceWorkers, Scheduler
 from actors.supervisor import Supervisor
 from app.admission import Admission, AdmissionPolicy
 from app.process import rss_bytes
+from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
 from app.tts.engine import SAMPLE_RATE, Engine
 from app.tts.synthesizer import Synthesizer
@@ -61,11 +62,13 @@ class Pipeline:
         admission: AdmissionPolicy | None = None,
         work_ahead_seconds: float = 0.0,
         initial_rate: float = 2.0,
+        prometheus: PrometheusMetrics | None = None,
     ) -> None:
         """``initial_rate``: audio seconds per generation second assumed for each session until
-        its own jobs are timed (see ``actors.scheduler``)."""
+        its own jobs are timed (see ``actors.scheduler``); ``prometheus``: where the metrics
+        actor exports to (the service's, which outlives pipelines)."""
         self.synthesizer = synthesizer
-        self.metrics = MetricsActor()
+        self.metrics = MetricsActor(prometheus=prometheus)
         self._fallback = fallback
         self._probe_voice = probe_voice
         self._serial = 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -37,11 +37,13 @@ def create_app(
     synthesizer: Synthesizer | None = None,
     on_fatal: Callable[[str], None] | None = None,
     plan_choice: PlanChoice | None = None,
+    startup_seconds: Mapping[str, float] | None = None,
 ) -> Starlette:
     """Build the app; the model loads (unless ``synthesizer`` is given) and warms after startup.
 
-    ``plan_choice`` says how a given synthesizer's provider plan was chosen (for reports)."""
-    service = Service(settings, synthesizer, on_fatal, plan_choice)
+    ``plan_choice`` says how a given synthesizer's provider plan was chosen, ``startup_seconds``
+    how long the phases before the app took (both for reports)."""
+    service = Service(settings, synthesizer, on_fatal, plan_choice, startup_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

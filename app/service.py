@@ -11,13 +11,14 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from app.admission import AdmissionPolicy
 from app.errors import NotReadyError, TTSError
 from app.pipeline import FallbackPolicy, Pipeline
 from app.plan_loader import PlanChoice, load_for_serving
 from app.plan_swap import PlanSwapper, warm_engines
+from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
@@ -41,6 +42,7 @@ class Service:
         synthesizer: Synthesizer | None = None,
         on_fatal: Callable[[str], None] | None = None,
         plan_choice: PlanChoice | None = None,
+        startup_seconds: Mapping[str, float] | None = None,
     ) -> None:
         self.settings = settings
         self._synthesizer = synthesizer
@@ -48,7 +50,9 @@ class Service:
         self._on_fatal = on_fatal
         self.phase = Phase.LOADING
         self.error: str | None = None
-        self.startup_seconds: dict[str, float] = {}
+        self.startup_seconds: dict[str, float] = dict(startup_seconds or {})
+        """How long each startup phase took: ``plan`` (benchmark or cache), ``load`` (model
+        assembly and verification, session creation), ``warm_up``; logged when ready."""
         self.request_slots = asyncio.Semaphore(settings.max_queued_requests)
         self._settled = asyncio.Event()
         self._shutdown = asyncio.Event()
@@ -57,6 +61,8 @@ class Service:
         if plan_choice is not None:
             self.startup_seconds["plan"] = plan_choice.seconds
         self.swapper = PlanSwapper(self)
+        self.prometheus = PrometheusMetrics()
+        self.prometheus.watch(lambda: self._pipeline)
 
     @property
     def synthesizer(self) -> Synthesizer:
@@ -97,6 +103,7 @@ class Service:
             admission=admission,
             work_ahead_seconds=self.settings.work_ahead_ms / 1000,
             initial_rate=initial_rate,
+            prometheus=self.prometheus,
         )
         try:
             async with pipeline.running():

@@ -108,3 +108,13 @@ def test_curl_request_from_the_readme(server: str, transcriber: Transcriber) -> 
     audio, rate = sf.read(io.BytesIO(response.content), dtype="float32")
     assert rate == 24_000 and audio.ndim == 1
     assert words_of(transcriber.transcribe(audio)) == words_of(text)
+
+
+def test_the_startup_profile_is_served(first_start: tuple[str, dict[str, Any]]) -> None:
+    base, ready = first_start
+    status = httpx.get(f"{base}/v1/status", timeout=5).json()
+    assert status["status"] == "ready" and status["plan"] == ready["plan"]
+    phases = status["startup_seconds"]
+    assert set(phases) == {"plan", "load", "warm_up"}
+    assert all(seconds > 0 for seconds in phases.values())
+    assert phases == ready["startup_seconds"]
