@@ -31,6 +31,7 @@ from actors.messages import (
 )
 from actors.metrics import MetricsActor
 from app import wire
+from app.tracing import StreamTrace
 from app.tts.engine import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class _Pending:
 
     audio: SegmentAudio
     samples: Samples
+    arrived_at: float
     offset: int = 0
 
 
@@ -60,6 +62,7 @@ class StreamChunker(Actor[ChunkerInput]):
         finished: Callable[[StreamFinished], None],
         generated: Callable[[StreamKey], None] | None = None,
         metrics: MetricsActor | None = None,
+        trace: StreamTrace | None = None,
         encoding: Encoding = "pcm_s16le",
         frame_sizer: FrameSizer | None = None,
         max_lead_seconds: float = 2.0,
@@ -72,6 +75,7 @@ class StreamChunker(Actor[ChunkerInput]):
         self._finished = finished
         self._generated = generated
         self._metrics = metrics
+        self._trace = trace
         self.generation_complete = False
         """Every segment's audio has arrived: the stream needs no more synthesis."""
         self.encoding = encoding
@@ -117,7 +121,7 @@ class StreamChunker(Actor[ChunkerInput]):
                 audio = self._ready.pop(self._next_segment)
                 segment = audio.job.segment
                 shaped = shape_segment(audio.audio, segment.boundary, final=segment.final)
-                self._queue.append(_Pending(audio, shaped))
+                self._queue.append(_Pending(audio, shaped, self._clock()))
                 self._gen_seconds += audio.gen_seconds
                 self._next_segment += 1
         elif isinstance(message, SegmentFailed):
@@ -260,6 +264,8 @@ class StreamChunker(Actor[ChunkerInput]):
         )
 
     async def _send_segment_done(self, pending: _Pending) -> None:
+        if self._trace is not None:
+            self._trace.segment(pending.audio, pending.arrived_at, self._clock())
         segment = pending.audio.job.segment
         await self._send(
             wire.segment(

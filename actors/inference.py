@@ -134,6 +134,7 @@ class InferenceActor(Actor[SegmentJob]):
                 gen_seconds=time.monotonic() - started,
                 queue_seconds=max(started - job.queued_at, 0.0),
                 provider=self.provider,
+                engine_seconds=result.gen_seconds,
             )
         except Aborted:
             pass

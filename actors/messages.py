@@ -125,6 +125,8 @@ class SegmentAudio:
     gen_seconds: float
     queue_seconds: float
     provider: str
+    engine_seconds: float = 0.0
+    """The model call's share of ``gen_seconds`` (the rest: normalising and phonemizing)."""
 
 
 @dataclass(frozen=True, slots=True)

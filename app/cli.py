@@ -190,7 +190,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(settings, synthesizer, on_fatal, plan_choice, {"load": load_seconds})
+    app = create_app(
+        settings, synthesizer, on_fatal, plan_choice, startup_seconds={"load": load_seconds}
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,

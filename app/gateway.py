@@ -28,6 +28,7 @@ from app.errors import TTSError
 from app.pipeline import Pipeline
 from app.service import Service
 from app.settings import Settings
+from app.tracing import StreamTrace, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class _Stream:
     key: StreamKey
     segmenter: SegmenterActor
     chunker: StreamChunker
+    trace: StreamTrace
     chars: int = 0
     ended: bool = False
 
@@ -47,11 +49,19 @@ class _Stream:
 class Connection:
     """One client socket, carrying up to ``max_streams_per_connection`` streams."""
 
-    def __init__(self, websocket: WebSocket, pipeline: Pipeline, settings: Settings) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        pipeline: Pipeline,
+        settings: Settings,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.websocket = websocket
         self.pipeline = pipeline
         self.settings = settings
         self.session = uuid.uuid4().hex[:12]
+        self.tracing = tracing or Tracing()
+        self._span = self.tracing.connection(self.session)
         self._streams: dict[str, _Stream] = {}
         self._write_lock = asyncio.Lock()
         self._closed = False
@@ -104,6 +114,7 @@ class Connection:
                 await asyncio.wait([reaper])
                 for stream in list(self._streams.values()):
                     await self._drop(stream)
+                self._span.end()
 
     async def _receive_loop(self) -> None:
         while True:
@@ -205,6 +216,7 @@ class Connection:
     async def _open(self, key: StreamKey, message: wire.Start, voice: str) -> None:
         """Start the stream's segmenter and chunker and register it with the pipeline."""
         sizer = FrameSizer.fixed_at(message.frame_ms) if message.frame_ms else FrameSizer()
+        trace = self.tracing.stream(self._span, key, voice, message.encoding)
         chunker = StreamChunker(
             key,
             send=self.send,
@@ -212,6 +224,7 @@ class Connection:
             finished=self._on_finished,
             generated=self.pipeline.generated,
             metrics=self.pipeline.metrics,
+            trace=trace,
             encoding=cast(Encoding, message.encoding),  # validated by the wire decoder
             frame_sizer=sizer,
             max_lead_seconds=self.pipeline.max_lead_seconds,
@@ -224,10 +237,14 @@ class Connection:
             mark=chunker.send,
         )
         assert self._supervisor is not None
-        await self._supervisor.start(chunker)
-        await self._supervisor.start(segmenter)
+        try:
+            await self._supervisor.start(chunker)
+            await self._supervisor.start(segmenter)
+        except BaseException:
+            trace.end(None)
+            raise
         self.pipeline.register(key, chunker)
-        self._streams[message.stream] = _Stream(key, segmenter, chunker)
+        self._streams[message.stream] = _Stream(key, segmenter, chunker, trace)
 
     def _on_finished(self, result: StreamFinished) -> None:
         """The chunker sent ``done``: observe it and let the reaper free the stream."""
@@ -256,8 +273,10 @@ class Connection:
         finally:  # last, and even if interrupted: nothing of the stream reaches it after this
             self.pipeline.release(stream.key)
         if stream.chunker.result is not None:
+            stream.trace.end(stream.chunker.result)
             return None
         result = stream.chunker.summary("cancelled")
+        stream.trace.end(result)
         self.pipeline.metrics.observe(result)
         return result
 
@@ -281,4 +300,4 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         )
         await websocket.close(CLOSE_OVERLOADED)
         return
-    await Connection(websocket, pipeline, service.settings).run()
+    await Connection(websocket, pipeline, service.settings, service.tracing).run()

@@ -18,6 +18,7 @@ from app.http_api import routes
 from app.plan_loader import PlanChoice
 from app.service import Service
 from app.settings import Settings
+from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -37,13 +38,23 @@ def create_app(
     synthesizer: Synthesizer | None = None,
     on_fatal: Callable[[str], None] | None = None,
     plan_choice: PlanChoice | None = None,
+    *,
     startup_seconds: Mapping[str, float] | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
     """Build the app; the model loads (unless ``synthesizer`` is given) and warms after startup.
 
     ``plan_choice`` says how a given synthesizer's provider plan was chosen, ``startup_seconds``
-    how long the phases before the app took (both for reports)."""
-    service = Service(settings, synthesizer, on_fatal, plan_choice, startup_seconds)
+    how long the phases before the app took (both for reports); ``tracing`` defaults to what the
+    ``OTEL_*`` variables configure."""
+    service = Service(
+        settings,
+        synthesizer,
+        on_fatal,
+        plan_choice,
+        startup_seconds=startup_seconds,
+        tracing=tracing,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -21,6 +21,7 @@ from app.plan_swap import PlanSwapper, warm_engines
 from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
 from app.settings import Settings
+from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ class Service:
         synthesizer: Synthesizer | None = None,
         on_fatal: Callable[[str], None] | None = None,
         plan_choice: PlanChoice | None = None,
+        *,
         startup_seconds: Mapping[str, float] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self._synthesizer = synthesizer
@@ -61,6 +64,7 @@ class Service:
         if plan_choice is not None:
             self.startup_seconds["plan"] = plan_choice.seconds
         self.swapper = PlanSwapper(self)
+        self.tracing = tracing or Tracing.from_env(include_text=settings.trace_text)
         self.prometheus = PrometheusMetrics()
         self.prometheus.watch(lambda: self._pipeline)
 
@@ -190,6 +194,8 @@ class Service:
         return self.phase
 
     def close(self) -> None:
-        """Close the synthesizer if this service loaded it (a caller's own stays open)."""
+        """Flush traces; close the synthesizer if this service loaded it (a caller's own stays
+        open)."""
+        self.tracing.shutdown()
         if self._owns_synthesizer and self._synthesizer is not None:
             self._synthesizer.close()

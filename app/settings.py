@@ -94,6 +94,8 @@ class Settings:
     """An inference call taking longer is abandoned and retried on another session."""
     probe_after_s: float = 5.0
     """A failed inference session is probed this long after the failure (then backing off)."""
+    trace_text: bool = False
+    """Put segments' text in trace spans (off: user text stays out of traces)."""
     admin_token: str | None = field(default=None, repr=False)
     """Bearer token of the admin API (``/v1/admin/...``); without one the admin API is off."""
 
@@ -129,4 +131,5 @@ class Settings:
             inference_timeout_s=_env_float("INFERENCE_TIMEOUT_S", defaults.inference_timeout_s),
             probe_after_s=_env_float("PROBE_AFTER_S", defaults.probe_after_s),
             admin_token=_env("ADMIN_TOKEN"),
+            trace_text=(_env("TRACE_TEXT") or "").lower() in ("1", "true", "yes"),
         )

@@ -20,17 +20,20 @@ from websockets.asyncio.client import ClientConnection, connect
 from app import wire
 from app.server import create_app
 from app.settings import Settings
+from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
 
 
 @contextmanager
-def live_server(settings: Settings, synthesizer: Synthesizer) -> Iterator[str]:
+def live_server(
+    settings: Settings, synthesizer: Synthesizer, tracing: Tracing | None = None
+) -> Iterator[str]:
     """Run uvicorn with the given synthesizer in a thread; yields ``http://127.0.0.1:PORT``."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings, synthesizer),
+        create_app(settings, synthesizer, tracing=tracing),
         log_level="warning",
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
