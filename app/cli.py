@@ -10,12 +10,14 @@ import argparse
 import dataclasses
 import json
 import logging
+import statistics
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from app.audio_formats import FORMATS, encode
 from app.errors import TTSError
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--runs", type=int, default=5, help="timed runs per text (after warm-up)")
     engine.add_argument("--voice", help="voice to use (default: the default voice)")
     engine.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    engine.add_argument(
+        "--no-record", action="store_true", help="do not add the run to the benchmark history"
+    )
     _add_model_options(engine)
     stream = bench_kinds.add_parser("stream", help="streamed TTFA against raw engine time")
     stream.add_argument("--rounds", type=int, default=5, help="rounds of the three streams")
@@ -213,6 +218,27 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def record_engine_bench(report: dict[str, Any], settings: Settings) -> None:
+    """Add the run to the benchmark history and say how it compares (see app.regression)."""
+    from app.bench_history import HISTORY_FILE, BenchHistory  # noqa: PLC0415
+
+    rtfs = {row["name"]: row["rtf"] for row in report["results"]}
+    history = BenchHistory(settings.cache_dir / HISTORY_FILE)
+    run = history.record(
+        "engine", "rtf_median", statistics.median(rtfs.values()), report["machine"], rtfs
+    )
+    verdict = run.verdict
+    if verdict.baseline is None:
+        judged = "too few earlier runs to judge"
+    else:
+        judged = (
+            f"baseline {verdict.baseline:.4f}, change {verdict.change:+.1%}, "
+            f"{'REGRESSION' if verdict.regression else 'within'} "
+            f"the {verdict.tolerance:.0%} tolerance"
+        )
+    print(f"recorded in {history.path}: median RTF {verdict.value:.4f}; {judged}", file=sys.stderr)
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from app.bench import run_engine_bench  # noqa: PLC0415
 
@@ -227,7 +253,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError("--runs must be at least 1")
     synthesizer = Synthesizer.load(settings)
     try:
-        run_engine_bench(synthesizer, args.voice or settings.default_voice, args.runs, args.json)
+        report = run_engine_bench(
+            synthesizer, args.voice or settings.default_voice, args.runs, args.json
+        )
+        if not args.no_record:
+            record_engine_bench(report, settings)
     finally:
         synthesizer.close()
     return 0

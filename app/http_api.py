@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app import regression
 from app.audio_formats import FORMATS, encode
+from app.bench_history import HISTORY_FILE, BenchHistory
 from app.errors import TextTooLongError, TTSError
 from app.plan_loader import PlanChoice
 from app.prometheus_metrics import CONTENT_TYPE
@@ -182,6 +184,22 @@ async def status(request: Request) -> Response:
     return JSONResponse(body)
 
 
+async def benchmarks(request: Request) -> Response:
+    """``GET /v1/benchmarks``: recent benchmark runs and regressions (see app.regression)."""
+    history = BenchHistory(_service(request).settings.cache_dir / HISTORY_FILE)
+    runs, regressions = await asyncio.gather(
+        asyncio.to_thread(history.recent, 50),
+        asyncio.to_thread(history.recent, 20, regressions_only=True),
+    )
+    return JSONResponse(
+        {
+            "rule": regression.__doc__,
+            "runs": [run.to_json() for run in runs],
+            "regressions": [run.to_json() for run in regressions],
+        }
+    )
+
+
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition (see ``app.prometheus_metrics``)."""
     body = _service(request).prometheus.exposition()
@@ -237,4 +255,5 @@ routes = [
     Route("/v1/admin/plan", admin_plan, methods=["POST"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/v1/status", status, methods=["GET"]),
+    Route("/v1/benchmarks", benchmarks, methods=["GET"]),
 ]
