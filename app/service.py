@@ -138,7 +138,8 @@ class Service:
                 loaded, choice = await asyncio.to_thread(load_for_serving, self.settings)
                 self._synthesizer, self.plan_choice = loaded, choice
                 self.startup_seconds["plan"] = choice.seconds
-                self.startup_seconds["load"] = time.perf_counter() - started - choice.seconds
+                loading = time.perf_counter() - started - choice.seconds
+                self.startup_seconds["load"] = max(0.0, loading)
             self.phase = Phase.WARMING
             started = time.perf_counter()
             synthesizer = self._synthesizer

@@ -116,5 +116,6 @@ def test_the_startup_profile_is_served(first_start: tuple[str, dict[str, Any]]) 
     assert status["status"] == "ready" and status["plan"] == ready["plan"]
     phases = status["startup_seconds"]
     assert set(phases) == {"plan", "load", "warm_up"}
-    assert all(seconds > 0 for seconds in phases.values())
+    assert phases["plan"] > 0 and phases["warm_up"] > 0
+    assert phases["load"] >= 0, "0 when the plan benchmark's own sessions serve"
     assert phases == ready["startup_seconds"]
