@@ -60,7 +60,6 @@ class StatsSample:
     gen_seconds_total: float | None = None
     capacity_streams: int | None = None
     generating_streams: int | None = None
-    active_streams: int | None = None
     refused_total: int | None = None
     throughput_audio_per_s: float | None = None
     rss_bytes: int | None = None

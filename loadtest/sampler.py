@@ -51,7 +51,6 @@ def parse_sample(t: float, body: Mapping[str, Any], rss_fallback: int | None = N
         gen_seconds_total=_float(generated, "gen_seconds_total"),
         capacity_streams=_int(admission, "capacity_streams"),
         generating_streams=_int(admission, "generating_streams"),
-        active_streams=_int(admission, "active_streams"),
         refused_total=_int(admission, "refused_total"),
         throughput_audio_per_s=_float(admission, "throughput_audio_per_s"),
         rss_bytes=rss if rss is not None else rss_fallback,

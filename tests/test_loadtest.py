@@ -146,14 +146,13 @@ def test_stats_are_read_defensively() -> None:
         "admission": {
             "capacity_streams": 2,
             "generating_streams": 1,
-            "active_streams": 3,
             "refused_total": 4,
             "throughput_audio_per_s": 2.25,
         },
         "process": {"rss_bytes": 123},
     }
     sample = parse_sample(1.0, full, rss_fallback=999)
-    assert sample == StatsSample(1.0, 12.5, 7, 4.0, 2, 1, 3, 4, 2.25, 123)
+    assert sample == StatsSample(1.0, 12.5, 7, 4.0, 2, 1, 4, 2.25, 123)
     assert parse_sample(2.0, {}, rss_fallback=999) == StatsSample(2.0, rss_bytes=999)
     odd = {"generated": [1], "admission": {"capacity_streams": True, "refused_total": "3"}}
     assert parse_sample(3.0, odd) == StatsSample(3.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import pytest
 import soundfile as sf
 
+from app.local_server import free_port
 from app.plan_loader import STRATEGY_FILE
 from app.settings import Settings
 from tests.speech import Transcriber, words_of
@@ -25,17 +25,10 @@ from tests.speech import Transcriber, words_of
 pytestmark = [pytest.mark.model, pytest.mark.speech]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def running_server(cache_dir: Path, log_path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``python -m app serve`` as a child process; yields its URL and its ``/ready`` body."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "KOKORO_CACHE_DIR": str(cache_dir)}
     env.pop("KOKORO_PLAN", None)  # the default: benchmark the plans, or reuse the cached choice
     with log_path.open("w") as log:
