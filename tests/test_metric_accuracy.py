@@ -25,6 +25,8 @@ from tests.live import Client, live_server
 
 pytestmark = pytest.mark.model
 
+WRITE_RETURN_SLACK_MS = 1.0
+
 TEXTS = (
     "Good morning, how are you today?",
     "The old lighthouse keeper climbed the stairs every evening at dusk.",
@@ -62,5 +64,7 @@ async def test_server_ttfa_and_rtf_agree_with_the_client(
             f"RTF independent {rtf:.4f}, server {server_rtf:.4f}"
         )
         assert abs(client_ms - server_ms) <= max(0.05 * client_ms, 10.0)
-        assert server_ms <= client_ms, "the server's interval lies inside the client's"
+        # The server stamps the frame after its write returns; on loopback the client's thread
+        # can stamp the arrival a fraction of a millisecond before that.
+        assert server_ms <= client_ms + WRITE_RETURN_SLACK_MS, "the server's interval lies inside"
         assert server_rtf == pytest.approx(rtf, rel=0.05)
