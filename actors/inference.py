@@ -38,6 +38,7 @@ from actors.messages import (
     WorkerIdle,
     WorkerProbeFailed,
 )
+from actors.occupancy import CallOccupancy
 from app.errors import TTSError
 from app.tts.engine import SAMPLE_RATE, Aborted, Engine
 from app.tts.synthesizer import Synthesizer
@@ -69,7 +70,9 @@ class InferenceActor(Actor[SegmentJob]):
         probe_after_s: float = 5.0,
         probe_max_s: float = 60.0,
         probe_voice: str = "jm_kumo",
+        occupancy: CallOccupancy | None = None,
     ) -> None:
+        """``occupancy``: shared by a pipeline's actors, to tell calls that ran alone."""
         super().__init__(name=name, mailbox_size=1)
         if timeout_s <= 0 or probe_after_s <= 0 or probe_max_s < probe_after_s:
             raise ValueError("need timeout_s > 0 and 0 < probe_after_s <= probe_max_s")
@@ -89,6 +92,7 @@ class InferenceActor(Actor[SegmentJob]):
         self.jobs_done = 0
         self._lock = threading.Lock()
         self._current: tuple[StreamKey, ort.RunOptions] | None = None
+        self._occupancy = occupancy or CallOccupancy()
 
     def abort(self, key: StreamKey) -> bool:
         """Terminate the in-flight job if it belongs to ``key``; True if one was aborted.
@@ -118,6 +122,7 @@ class InferenceActor(Actor[SegmentJob]):
         started = time.monotonic()
         outcome: SegmentAudio | SegmentFailed | None = None
         failure: str | None = None
+        ticket = self._occupancy.begin()
         try:
             render = partial(
                 self.synthesizer.render,
@@ -135,6 +140,7 @@ class InferenceActor(Actor[SegmentJob]):
                 queue_seconds=max(started - job.queued_at, 0.0),
                 provider=self.provider,
                 engine_seconds=result.gen_seconds,
+                solo=self._occupancy.end(ticket),
             )
         except Aborted:
             pass
@@ -146,6 +152,7 @@ class InferenceActor(Actor[SegmentJob]):
         except Exception as error:
             failure = f"{type(error).__name__}: {error}"
         finally:
+            self._occupancy.end(ticket)  # no-op after a delivered result
             with self._lock:  # an abort either lands before this point or returns False
                 aborted = run_options.terminate
                 self._current = None

@@ -127,6 +127,8 @@ class SegmentAudio:
     provider: str
     engine_seconds: float = 0.0
     """The model call's share of ``gen_seconds`` (the rest: normalising and phonemizing)."""
+    solo: bool = False
+    """No other model call of the pipeline ran at any moment of this one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,8 @@ class SegmentGenerated:
     queue_seconds: float
     audio_seconds: float
     provider: str
+    engine_seconds: float = 0.0
+    solo: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,13 +7,17 @@ segment generation times, and serves aggregates for ``GET /v1/stats``.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections import Counter, deque
 from typing import Any
 
 from actors.base import Actor, ActorClosed, MailboxFull
-from actors.messages import Event, SegmentGenerated, StreamFinished, StreamStarted
+from actors.messages import Event, SegmentGenerated, StreamFinished, StreamKey, StreamStarted
+from app.degradation import LiveDegradation
 from app.prometheus_metrics import PrometheusMetrics
+
+logger = logging.getLogger(__name__)
 
 RECENT = 500
 
@@ -50,6 +54,9 @@ class MetricsActor(Actor[Event]):
         self.segments_total = 0
         self.audio_seconds_total = 0.0
         self.gen_seconds_total = 0.0
+        self.live = LiveDegradation()
+        self._first_audio: dict[StreamKey, float] = {}
+        self._degraded: set[str] = set()
 
     def observe(self, event: Event) -> None:
         """Record an event later; never blocks and never raises."""
@@ -70,6 +77,9 @@ class MetricsActor(Actor[Event]):
             self.segments_total += 1
             self.audio_seconds_total += message.audio_seconds
             self.gen_seconds_total += message.gen_seconds
+            self.live.segment(message.engine_seconds, message.audio_seconds, solo=message.solo)
+            if message.segment == 0:
+                self._first_audio[message.key] = message.audio_seconds
         elif isinstance(message, StreamFinished):
             self.active -= 1
             self.finished[message.reason] += 1
@@ -77,6 +87,28 @@ class MetricsActor(Actor[Event]):
                 self._ttfa.append(message.ttfa_seconds)
             if message.rtf is not None:
                 self._rtf.append(message.rtf)
+            first_audio = self._first_audio.pop(message.key, None)
+            if message.ttfa_seconds is not None and first_audio is not None:
+                self.live.stream(message.ttfa_seconds, first_audio)
+            self._log_degradation()
+
+    def _log_degradation(self) -> None:
+        """Log when a live signal turns degraded, and when it recovers."""
+        for verdict in self.live.verdicts():
+            if verdict.degraded and verdict.signal not in self._degraded:
+                self._degraded.add(verdict.signal)
+                logger.warning(
+                    "live %s degraded: %.2fx the benchmark's prediction (limit %.2fx, %d samples)",
+                    verdict.signal,
+                    verdict.ratio,
+                    verdict.limit,
+                    verdict.samples,
+                )
+            elif not verdict.degraded and verdict.signal in self._degraded:
+                self._degraded.discard(verdict.signal)
+                logger.info(
+                    "live %s back within %.2fx of the benchmark", verdict.signal, verdict.limit
+                )
 
     def _export(self, message: Event) -> None:
         """The event's share of the Prometheus metrics."""
@@ -126,6 +158,7 @@ class MetricsActor(Actor[Event]):
                 "audio_seconds_total": round(self.audio_seconds_total, 3),
                 "gen_seconds_total": round(self.gen_seconds_total, 3),
             },
+            "live_degradation": [verdict.to_json() for verdict in self.live.verdicts()],
             "events_dropped": self.dropped,
             "window": RECENT,
         }

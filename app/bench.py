@@ -1,8 +1,11 @@
-"""``python -m app bench engine``: raw synthesis speed of the configured session.
+"""The engine benchmark: raw synthesis speed of one session.
 
-For a fixed set of texts, each is planned once (normalise, phonemise, split), synthesized once to
-warm up, then ``runs`` more times; the median generation time, the audio length and their ratio
-(the real-time factor, RTF) are reported. This is the baseline the streaming server is compared to.
+For a fixed set of texts, each is synthesized once to warm up, then ``runs`` more times; the
+median generation time, the audio length and their ratio (the real-time factor, RTF) are
+reported. ``python -m app bench engine`` runs it back to back; the server runs the same
+definition step by step while it is idle (``app.scheduled_bench``). Both record the median RTF
+in the benchmark history, where ``app.regression`` judges it. It is also the baseline the
+streaming server is compared to.
 """
 
 from __future__ import annotations
@@ -13,13 +16,20 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
-from app.tts.synthesizer import Synthesizer
+from app.bench_history import BenchHistory, RecordedRun
+from app.tts.engine import Engine
+from app.tts.synthesizer import SpeechResult, Synthesizer
+
+ENGINE_BENCHMARK = "engine"
+RTF_METRIC = "rtf_median"
+DEFAULT_RUNS = 3
 
 BENCH_TEXTS: dict[str, str] = {
     "one_word": "Hello.",
@@ -49,6 +59,77 @@ class BenchRow:
     rtf: float
 
 
+@dataclass(frozen=True, slots=True)
+class BenchStep:
+    """One synthesis of one text; run 0 is its warm-up and is not timed."""
+
+    name: str
+    text: str
+    run: int
+
+
+@dataclass(frozen=True, slots=True)
+class EngineBenchmark:
+    """The engine benchmark, one definition for ``python -m app bench engine`` and the server's
+    scheduled runs: each text synthesized once to warm up, then ``runs`` timed times."""
+
+    texts: Mapping[str, str] = field(default_factory=lambda: dict(BENCH_TEXTS))
+    runs: int = DEFAULT_RUNS
+
+    def __post_init__(self) -> None:
+        if self.runs < 1 or not self.texts:
+            raise ValueError("a benchmark needs at least one text and one timed run")
+
+    def describe(self) -> dict[str, Any]:
+        """What the benchmark does; part of its history's environment fingerprint."""
+        return {"texts": dict(self.texts), "runs": self.runs}
+
+    def steps(self) -> list[BenchStep]:
+        """Round by round over the texts: a slow spell of a few seconds (other tenants of a
+        shared machine) then costs each text one run, which its median ignores, instead of
+        every run of one text."""
+        return [
+            BenchStep(name, text, run)
+            for run in range(self.runs + 1)
+            for name, text in self.texts.items()
+        ]
+
+
+class BenchTally:
+    """The timed results of a benchmark's steps, turned into one row per text."""
+
+    def __init__(self, definition: EngineBenchmark) -> None:
+        self.definition = definition
+        self._times: dict[str, list[float]] = {name: [] for name in definition.texts}
+        self._audio: dict[str, float] = {}
+
+    def add(self, step: BenchStep, result: SpeechResult) -> None:
+        if step.run == 0:
+            return
+        self._times[step.name].append(result.gen_seconds)
+        self._audio[step.name] = result.audio_seconds
+
+    def rows(self, synthesizer: Synthesizer) -> list[BenchRow]:
+        rows = []
+        for name, text in self.definition.texts.items():
+            times, audio_seconds = self._times[name], self._audio[name]
+            chunks = synthesizer.plan(text)
+            median = statistics.median(times)
+            rows.append(
+                BenchRow(
+                    name=name,
+                    words=len(text.split()),
+                    tokens=sum(len(chunk.tokens) for chunk in chunks),
+                    calls=len(chunks),
+                    audio_seconds=round(audio_seconds, 3),
+                    gen_seconds_median=round(median, 4),
+                    gen_seconds_min=round(min(times), 4),
+                    rtf=round(median / audio_seconds, 4),
+                )
+            )
+        return rows
+
+
 def cpu_model() -> str:
     """The CPU's marketing name, from /proc/cpuinfo where available."""
     cpuinfo = Path("/proc/cpuinfo")
@@ -59,44 +140,49 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_facts(synthesizer: Synthesizer) -> dict[str, Any]:
-    config = synthesizer.engine.config
+def machine_facts(synthesizer: Synthesizer, engine: Engine | None = None) -> dict[str, Any]:
+    engine = engine or synthesizer.engine
+    config = engine.config
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
-        "providers": synthesizer.engine.providers,
+        "providers": engine.providers,
         "intra_op_threads": config.intra_op_threads,
         "model": str(config.model_path),
     }
 
 
-def bench_engine(synthesizer: Synthesizer, voice: str, runs: int) -> list[BenchRow]:
-    rows = []
-    for name, text in BENCH_TEXTS.items():
-        chunks = synthesizer.plan(text)
-        synthesizer.speak_blocking(text, voice)
-        times = []
-        audio_seconds = 0.0
-        for _ in range(runs):
-            result = synthesizer.speak_blocking(text, voice)
-            times.append(result.gen_seconds)
-            audio_seconds = result.audio_seconds
-        median = statistics.median(times)
-        rows.append(
-            BenchRow(
-                name=name,
-                words=len(text.split()),
-                tokens=sum(len(chunk.tokens) for chunk in chunks),
-                calls=len(chunks),
-                audio_seconds=round(audio_seconds, 3),
-                gen_seconds_median=round(median, 4),
-                gen_seconds_min=round(min(times), 4),
-                rtf=round(median / audio_seconds, 4),
-            )
-        )
-    return rows
+def environment(
+    definition: EngineBenchmark, synthesizer: Synthesizer, engine: Engine, voice: str
+) -> dict[str, Any]:
+    """Everything a run's figure depends on: runs compare only within one environment."""
+    return {
+        **machine_facts(synthesizer, engine),
+        "benchmark": definition.describe(),
+        "voice": voice,
+    }
+
+
+def bench_engine(
+    synthesizer: Synthesizer, definition: EngineBenchmark, voice: str
+) -> list[BenchRow]:
+    """Run every step back to back on the first session."""
+    tally = BenchTally(definition)
+    for step in definition.steps():
+        tally.add(step, synthesizer.render(step.text, voice, 1.0))
+    return tally.rows(synthesizer)
+
+
+def record_run(
+    history: BenchHistory, rows: list[BenchRow], environment: Mapping[str, Any]
+) -> RecordedRun:
+    """Add a run to the history: its figure is the median of the texts' RTFs; the rows go into
+    the details (the live degradation check fits its cost model to them)."""
+    value = statistics.median(row.rtf for row in rows)
+    details = {"rows": [asdict(row) for row in rows]}
+    return history.record(ENGINE_BENCHMARK, RTF_METRIC, value, environment, details)
 
 
 def format_table(rows: list[BenchRow]) -> str:
@@ -113,15 +199,15 @@ def format_table(rows: list[BenchRow]) -> str:
 
 
 def run_engine_bench(
-    synthesizer: Synthesizer, voice: str, runs: int, json_path: Path | None
-) -> dict[str, Any]:
+    synthesizer: Synthesizer, definition: EngineBenchmark, voice: str, json_path: Path | None
+) -> tuple[dict[str, Any], list[BenchRow]]:
     """Run the benchmark, print the table and the JSON report; optionally save the JSON."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    rows = bench_engine(synthesizer, voice, runs)
+    rows = bench_engine(synthesizer, definition, voice)
     report = {
-        "benchmark": "engine",
+        "benchmark": ENGINE_BENCHMARK,
         "started": started,
-        "runs": runs,
+        "runs": definition.runs,
         "voice": voice,
         "machine": machine_facts(synthesizer),
         "results": [asdict(row) for row in rows],
@@ -132,4 +218,4 @@ def run_engine_bench(
     if json_path is not None:
         json_path.write_text(text + "\n")
         print(f"saved {json_path}", file=sys.stderr)
-    return report
+    return report, rows

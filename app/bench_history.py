@@ -11,7 +11,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +124,20 @@ class BenchHistory:
         assert run_id is not None
         return RecordedRun(run_id, at, benchmark, metric, key, verdict, dict(details or {}))
 
+    def latest(
+        self, benchmark: str, metric: str, environment: Mapping[str, Any]
+    ) -> RecordedRun | None:
+        """The newest run of ``benchmark`` in ``environment``, if any."""
+        if not self.path.exists():
+            return None
+        with self._db() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM runs WHERE benchmark = ? AND metric = ?"
+                " AND fingerprint = ? ORDER BY id DESC LIMIT 1",
+                (benchmark, metric, fingerprint(environment)),
+            ).fetchone()
+        return None if row is None else _run(row)
+
     def recent(self, limit: int = 50, *, regressions_only: bool = False) -> list[RecordedRun]:
         """The newest runs first."""
         if not self.path.exists():
@@ -131,19 +145,21 @@ class BenchHistory:
         where = "WHERE regression = 1 " if regressions_only else ""
         with self._db() as db:
             rows = db.execute(
-                "SELECT id, at, benchmark, metric, fingerprint, value, baseline, tolerance,"
-                f" regression, details FROM runs {where}ORDER BY id DESC LIMIT ?",
-                (limit,),
+                f"SELECT {_COLUMNS} FROM runs {where}ORDER BY id DESC LIMIT ?", (limit,)
             ).fetchall()
-        return [
-            RecordedRun(
-                row[0],
-                row[1],
-                row[2],
-                row[3],
-                row[4],
-                Verdict(row[5], row[6], row[7], regression=bool(row[8])),
-                json.loads(row[9]),
-            )
-            for row in rows
-        ]
+        return [_run(row) for row in rows]
+
+
+_COLUMNS = "id, at, benchmark, metric, fingerprint, value, baseline, tolerance, regression, details"
+
+
+def _run(row: Sequence[Any]) -> RecordedRun:
+    return RecordedRun(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        Verdict(row[5], row[6], row[7], regression=bool(row[8])),
+        json.loads(row[9]),
+    )

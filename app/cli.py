@@ -10,16 +10,15 @@ import argparse
 import dataclasses
 import json
 import logging
-import statistics
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from app.audio_formats import FORMATS, encode
+from app.bench import DEFAULT_RUNS
+from app.bench_history import RecordedRun
 from app.errors import TTSError
 from app.settings import Settings
 from app.tts.engine import SAMPLE_RATE
@@ -83,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks")
     bench_kinds = bench.add_subparsers(dest="bench_kind", required=True)
     engine = bench_kinds.add_parser("engine", help="raw synthesis RTF and latency")
-    engine.add_argument("--runs", type=int, default=5, help="timed runs per text (after warm-up)")
+    engine.add_argument(
+        "--runs",
+        type=int,
+        default=DEFAULT_RUNS,
+        help="timed runs per text after warm-up (the server's scheduled runs use the default)",
+    )
     engine.add_argument("--voice", help="voice to use (default: the default voice)")
     engine.add_argument("--json", type=Path, help="also write the JSON report to this file")
     engine.add_argument(
@@ -184,10 +188,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from app.plan_loader import load_for_serving  # noqa: PLC0415
     from app.server import create_app  # noqa: PLC0415
 
-    started = time.perf_counter()
     synthesizer, plan_choice = load_for_serving(settings)
-    # Loading the sessions the plan benchmark built (and that then serve) counts as "plan".
-    load_seconds = max(0.0, time.perf_counter() - started - plan_choice.seconds)
     fatal: list[str] = []
     server: uvicorn.Server | None = None
 
@@ -197,7 +198,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             server.should_exit = True
 
     app = create_app(
-        settings, synthesizer, on_fatal, plan_choice, startup_seconds={"load": load_seconds}
+        settings,
+        synthesizer,
+        on_fatal,
+        plan_choice,
+        startup_seconds=plan_choice.load_phases(synthesizer),
     )
     config = uvicorn.Config(
         app,
@@ -219,15 +224,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def record_engine_bench(report: dict[str, Any], settings: Settings) -> None:
-    """Add the run to the benchmark history and say how it compares (see app.regression)."""
-    from app.bench_history import HISTORY_FILE, BenchHistory  # noqa: PLC0415
-
-    rtfs = {row["name"]: row["rtf"] for row in report["results"]}
-    history = BenchHistory(settings.cache_dir / HISTORY_FILE)
-    run = history.record(
-        "engine", "rtf_median", statistics.median(rtfs.values()), report["machine"], rtfs
-    )
+def describe_verdict(run: RecordedRun) -> str:
+    """One line: the run's figure and how it compares (see app.regression)."""
     verdict = run.verdict
     if verdict.baseline is None:
         judged = "too few earlier runs to judge"
@@ -237,11 +235,12 @@ def record_engine_bench(report: dict[str, Any], settings: Settings) -> None:
             f"{'REGRESSION' if verdict.regression else 'within'} "
             f"the {verdict.tolerance:.0%} tolerance"
         )
-    print(f"recorded in {history.path}: median RTF {verdict.value:.4f}; {judged}", file=sys.stderr)
+    return f"median RTF {verdict.value:.4f}; {judged}"
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from app.bench import run_engine_bench  # noqa: PLC0415
+    from app.bench import EngineBenchmark, environment, record_run, run_engine_bench  # noqa: PLC0415
+    from app.bench_history import HISTORY_FILE, BenchHistory  # noqa: PLC0415
 
     if args.bench_kind == "stream":
         from app.bench_stream import run_stream_bench  # noqa: PLC0415
@@ -253,12 +252,15 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.runs < 1:
         raise ValueError("--runs must be at least 1")
     synthesizer = Synthesizer.load(settings)
+    voice = args.voice or settings.default_voice
+    definition = EngineBenchmark(runs=args.runs)
     try:
-        report = run_engine_bench(
-            synthesizer, args.voice or settings.default_voice, args.runs, args.json
-        )
+        _, rows = run_engine_bench(synthesizer, definition, voice, args.json)
         if not args.no_record:
-            record_engine_bench(report, settings)
+            history = BenchHistory(settings.cache_dir / HISTORY_FILE)
+            facts = environment(definition, synthesizer, synthesizer.engine, voice)
+            run = record_run(history, rows, facts)
+            print(f"recorded in {history.path}: {describe_verdict(run)}", file=sys.stderr)
     finally:
         synthesizer.close()
     return 0

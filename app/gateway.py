@@ -205,7 +205,7 @@ class Connection:
         except TTSError as error:
             raise wire.ProtocolError(error.code, error.message, stream=message.stream) from None
         key = StreamKey(self.session, message.stream)
-        await self.pipeline.admission.admit(key)  # BusyError beyond capacity
+        await self.pipeline.admit(key)  # BusyError beyond capacity
         try:
             await self._open(key, message, voice)
         except BaseException:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app import regression
+from app import degradation, regression
 from app.audio_formats import FORMATS, encode
 from app.bench_history import HISTORY_FILE, BenchHistory
 from app.errors import TextTooLongError, TTSError
@@ -82,10 +82,10 @@ async def speech(request: Request) -> Response:
         )
     async with service.request_slots:
         try:
-            synthesizer = service.synthesizer
-            result = await synthesizer.speak(
-                req.input, req.voice or service.settings.default_voice, req.speed
-            )
+            with service.foreground.active(object()):  # background benchmarks give way
+                result = await service.synthesizer.speak(
+                    req.input, req.voice or service.settings.default_voice, req.speed
+                )
         except TTSError as error:
             headers = {"Retry-After": "1"} if error.retryable else None
             return error_response(error.http_status, error.code, error.message, headers)
@@ -191,13 +191,30 @@ async def benchmarks(request: Request) -> Response:
         asyncio.to_thread(history.recent, 50),
         asyncio.to_thread(history.recent, 20, regressions_only=True),
     )
+    service = _service(request)
+    scheduled = service.benchmark
     return JSONResponse(
         {
             "rule": regression.__doc__,
             "runs": [run.to_json() for run in runs],
             "regressions": [run.to_json() for run in regressions],
+            "scheduled": None if scheduled is None else scheduled.status(),
+            "live": {"rule": degradation.__doc__, **_live_json(service)},
         }
     )
+
+
+def _live_json(service: Service) -> dict[str, Any]:
+    """The live degradation baseline (cost model) and signals; empty until ready."""
+    try:
+        live = service.pipeline.metrics.live
+    except TTSError:
+        return {"baseline": None, "signals": []}
+    model = live.baseline
+    return {
+        "baseline": None if model is None else dataclasses.asdict(model),
+        "signals": [verdict.to_json() for verdict in live.verdicts()],
+    }
 
 
 async def metrics(request: Request) -> Response:

@@ -28,9 +28,11 @@ from actors.messages import (
     WorkerProbeFailed,
 )
 from actors.metrics import MetricsActor
+from actors.occupancy import CallOccupancy
 from actors.scheduler import ReplaceWorkers, Scheduler
 from actors.supervisor import Supervisor
 from app.admission import Admission, AdmissionPolicy
+from app.foreground import Foreground
 from app.process import rss_bytes
 from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
@@ -63,11 +65,15 @@ class Pipeline:
         work_ahead_seconds: float = 0.0,
         initial_rate: float = 2.0,
         prometheus: PrometheusMetrics | None = None,
+        foreground: Foreground | None = None,
     ) -> None:
         """``initial_rate``: audio seconds per generation second assumed for each session until
         its own jobs are timed (see ``actors.scheduler``); ``prometheus``: where the metrics
-        actor exports to (the service's, which outlives pipelines)."""
+        actor exports to (the service's, which outlives pipelines); ``foreground``: where
+        streams are counted as user work (the service's, which background work watches)."""
         self.synthesizer = synthesizer
+        self.foreground = foreground or Foreground()
+        self.occupancy = CallOccupancy()
         self.metrics = MetricsActor(prometheus=prometheus)
         self._fallback = fallback
         self._probe_voice = probe_voice
@@ -110,6 +116,7 @@ class Pipeline:
             probe_after_s=fallback.probe_after_s,
             probe_max_s=fallback.probe_max_s,
             probe_voice=self._probe_voice,
+            occupancy=self.occupancy,
         )
 
     @contextlib.asynccontextmanager
@@ -189,6 +196,15 @@ class Pipeline:
             "live_streams": streams,
         }
 
+    async def admit(self, key: StreamKey) -> None:
+        """Count ``key`` as user work, then take an admission slot (``BusyError`` if none)."""
+        self.foreground.enter(key)
+        try:
+            await self.admission.admit(key)
+        except BaseException:
+            self.foreground.leave(key)
+            raise
+
     def register(self, key: StreamKey, chunker: StreamChunker) -> None:
         self._chunkers[key] = chunker
 
@@ -200,6 +216,7 @@ class Pipeline:
         """Forget a stream and drop whatever the scheduler still holds for it."""
         self._chunkers.pop(key, None)
         self.admission.release(key)
+        self.foreground.leave(key)
         with contextlib.suppress(ActorClosed):
             self.scheduler.control(CancelStream(key))
 
@@ -225,6 +242,8 @@ class Pipeline:
                     outcome.queue_seconds,
                     len(outcome.audio) / SAMPLE_RATE,
                     outcome.provider,
+                    outcome.engine_seconds,
+                    outcome.solo,
                 )
             )
         chunker = self._chunkers.get(key)

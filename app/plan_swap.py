@@ -79,7 +79,8 @@ class PlanSwapper:
         previous = service.plan_name
         started = time.perf_counter()
         logger.info("plan swap %s -> %s: building sessions", previous, plan.name)
-        with pipeline.admission.paused(f"the provider plan changes to {plan.name}"):
+        swapping = f"the provider plan changes to {plan.name}"
+        with pipeline.admission.paused(swapping), pipeline.foreground.active(swapping):
             try:
                 engines = await asyncio.to_thread(
                     open_plan_engines, plan, synthesizer.engine.config

@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from app.bench_history import RecordedRun
     from app.pipeline import Pipeline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -104,9 +105,25 @@ class PrometheusMetrics:
             registry=registry,
         )
 
+        self.benchmark_runs = Counter(
+            "kokoro_benchmark_runs_total",
+            "Scheduled engine benchmark runs, by result (ok, regression, failed).",
+            ["result"],
+            registry=registry,
+        )
+        self.benchmark_yields = Counter(
+            "kokoro_benchmark_yields_total",
+            "Benchmark model calls cut short because user work arrived.",
+            registry=registry,
+        )
+
     def watch(self, pipeline: Callable[[], Pipeline | None]) -> None:
         """Serve the live metrics of whichever pipeline runs at scrape time."""
         self.registry.register(_LiveCollector(pipeline))
+
+    def watch_benchmark(self, last_run: Callable[[], RecordedRun | None]) -> None:
+        """Export the newest engine benchmark run in the serving environment (none: nothing)."""
+        self.registry.register(_BenchmarkCollector(last_run))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -181,6 +198,46 @@ class _LiveCollector(Collector):
             failures.add_metric(labels, worker.failures)
         yield healthy
         yield failures
+        ratio = GaugeMetricFamily(
+            "kokoro_live_ratio",
+            "Production speed over the benchmark's prediction: median engine time of segments "
+            "that ran alone (rtf), 95th percentile TTFA over the first segment's (ttfa).",
+            labels=["signal"],
+        )
+        degraded = GaugeMetricFamily(
+            "kokoro_live_degraded",
+            "1 while a live signal exceeds its limit against the benchmark baseline, else 0.",
+            labels=["signal"],
+        )
+        for verdict in pipeline.metrics.live.verdicts():
+            if verdict.ratio is not None:
+                ratio.add_metric([verdict.signal], verdict.ratio)
+            degraded.add_metric([verdict.signal], float(verdict.degraded))
+        yield ratio
+        yield degraded
+
+
+class _BenchmarkCollector(Collector):
+    def __init__(self, last_run: Callable[[], RecordedRun | None]) -> None:
+        self._last_run = last_run
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        run = self._last_run()
+        if run is None:
+            return
+        yield _gauge(
+            "kokoro_benchmark_rtf",
+            "Median RTF of the newest engine benchmark run in the serving environment.",
+            run.verdict.value,
+        )
+        yield _gauge(
+            "kokoro_benchmark_regression",
+            "1 if that run was judged a regression against the runs before it, else 0.",
+            float(run.verdict.regression),
+        )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

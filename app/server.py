@@ -13,6 +13,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from app.bench import EngineBenchmark
 from app.gateway import stream_endpoint
 from app.http_api import routes
 from app.plan_loader import PlanChoice
@@ -41,12 +42,13 @@ def create_app(
     *,
     startup_seconds: Mapping[str, float] | None = None,
     tracing: Tracing | None = None,
+    benchmark: EngineBenchmark | None = None,
 ) -> Starlette:
     """Build the app; the model loads (unless ``synthesizer`` is given) and warms after startup.
 
     ``plan_choice`` says how a given synthesizer's provider plan was chosen, ``startup_seconds``
     how long the phases before the app took (both for reports); ``tracing`` defaults to what the
-    ``OTEL_*`` variables configure."""
+    ``OTEL_*`` variables configure; ``benchmark`` what the scheduled benchmark runs."""
     service = Service(
         settings,
         synthesizer,
@@ -54,6 +56,7 @@ def create_app(
         plan_choice,
         startup_seconds=startup_seconds,
         tracing=tracing,
+        benchmark=benchmark,
     )
 
     @contextlib.asynccontextmanager

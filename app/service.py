@@ -14,12 +14,17 @@ import time
 from collections.abc import Callable, Mapping
 
 from app.admission import AdmissionPolicy
+from app.bench import EngineBenchmark
+from app.bench_history import HISTORY_FILE, BenchHistory
+from app.degradation import CostModel
 from app.errors import NotReadyError, TTSError
+from app.foreground import Foreground
 from app.pipeline import FallbackPolicy, Pipeline
 from app.plan_loader import PlanChoice, load_for_serving
 from app.plan_swap import PlanSwapper, warm_engines
 from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
+from app.scheduled_bench import BenchTarget, ScheduledBenchmark
 from app.settings import Settings
 from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
@@ -46,7 +51,9 @@ class Service:
         *,
         startup_seconds: Mapping[str, float] | None = None,
         tracing: Tracing | None = None,
+        benchmark: EngineBenchmark | None = None,
     ) -> None:
+        """``benchmark``: what the scheduled benchmark runs (default: the CLI's definition)."""
         self.settings = settings
         self._synthesizer = synthesizer
         self._owns_synthesizer = synthesizer is None
@@ -54,8 +61,8 @@ class Service:
         self.phase = Phase.LOADING
         self.error: str | None = None
         self.startup_seconds: dict[str, float] = dict(startup_seconds or {})
-        """How long each startup phase took: ``plan`` (benchmark or cache), ``load`` (model
-        assembly and verification, session creation), ``warm_up``; logged when ready."""
+        """How long each startup phase took: ``plan`` (benchmark or cache), ``model`` (assembly
+        and verification), ``sessions`` (creation), ``warm_up``; logged when ready."""
         self.request_slots = asyncio.Semaphore(settings.max_queued_requests)
         self._settled = asyncio.Event()
         self._shutdown = asyncio.Event()
@@ -67,6 +74,10 @@ class Service:
         self.tracing = tracing or Tracing.from_env(include_text=settings.trace_text)
         self.prometheus = PrometheusMetrics()
         self.prometheus.watch(lambda: self._pipeline)
+        self.foreground = Foreground()
+        self._benchmark_definition = benchmark or EngineBenchmark()
+        self.benchmark: ScheduledBenchmark | None = None
+        self.prometheus.watch_benchmark(lambda: self.benchmark.last if self.benchmark else None)
 
     @property
     def synthesizer(self) -> Synthesizer:
@@ -108,22 +119,47 @@ class Service:
             work_ahead_seconds=self.settings.work_ahead_ms / 1000,
             initial_rate=initial_rate,
             prometheus=self.prometheus,
+            foreground=self.foreground,
         )
         try:
             async with pipeline.running():
                 self._pipeline = pipeline
+                self.benchmark = self._scheduled_benchmark(pipeline)
+                await self.benchmark.load_baseline()
                 self.phase = Phase.READY
                 self._settled.set()
                 logger.info(
                     "ready: %s",
                     ", ".join(f"{name} {sec:.2f} s" for name, sec in self.startup_seconds.items()),
                 )
-                await self._shutdown.wait()
+                async with asyncio.TaskGroup() as group:
+                    benchmarking = group.create_task(self.benchmark.run(), name="benchmark")
+                    await self._shutdown.wait()
+                    benchmarking.cancel()
         except Exception as error:
             logger.exception("the streaming pipeline crashed")
             self._fail(f"the streaming pipeline crashed: {error!r}")
         finally:
             self._pipeline = None
+
+    def _scheduled_benchmark(self, pipeline: Pipeline) -> ScheduledBenchmark:
+        def target() -> BenchTarget:
+            return BenchTarget(pipeline.synthesizer, pipeline.workers[0].engine, pipeline.occupancy)
+
+        def baseline(model: CostModel) -> None:
+            pipeline.metrics.live.baseline = model
+
+        return ScheduledBenchmark(
+            self._benchmark_definition,
+            target=target,
+            foreground=self.foreground,
+            history=BenchHistory(self.settings.cache_dir / HISTORY_FILE),
+            voice=self.settings.default_voice,
+            interval_s=self.settings.bench_interval_s,
+            quiet_s=self.settings.bench_quiet_s,
+            prometheus=self.prometheus,
+            baseline=baseline,
+        )
 
     def shutdown(self) -> None:
         """Ask ``run`` to stop the pipeline and return."""
@@ -134,12 +170,10 @@ class Service:
         until its jobs are timed: the plan benchmark's figure, else the warm-up's."""
         try:
             if self._synthesizer is None:
-                started = time.perf_counter()
                 loaded, choice = await asyncio.to_thread(load_for_serving, self.settings)
                 self._synthesizer, self.plan_choice = loaded, choice
                 self.startup_seconds["plan"] = choice.seconds
-                loading = time.perf_counter() - started - choice.seconds
-                self.startup_seconds["load"] = max(0.0, loading)
+                self.startup_seconds.update(choice.load_phases(loaded))
             self.phase = Phase.WARMING
             started = time.perf_counter()
             synthesizer = self._synthesizer

@@ -38,6 +38,13 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{ENV_PREFIX}{name} must be a number, got {value!r}") from None
 
 
+def _env_seconds(name: str, default: float) -> float:
+    value = _env_float(name, default)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{ENV_PREFIX}{name} must be a number of seconds >= 0, got {value!r}")
+    return value
+
+
 def _env_int(name: str, default: int) -> int:
     value = _env(name)
     if value is None:
@@ -94,6 +101,10 @@ class Settings:
     """An inference call taking longer is abandoned and retried on another session."""
     probe_after_s: float = 5.0
     """A failed inference session is probed this long after the failure (then backing off)."""
+    bench_interval_s: float = 3600.0
+    """How often the server runs the engine benchmark while idle; 0 turns it off."""
+    bench_quiet_s: float = 30.0
+    """How long the server must have been idle before a benchmark step starts."""
     trace_text: bool = False
     """Put segments' text in trace spans (off: user text stays out of traces)."""
     admin_token: str | None = field(default=None, repr=False)
@@ -132,4 +143,6 @@ class Settings:
             probe_after_s=_env_float("PROBE_AFTER_S", defaults.probe_after_s),
             admin_token=_env("ADMIN_TOKEN"),
             trace_text=(_env("TRACE_TEXT") or "").lower() in ("1", "true", "yes"),
+            bench_interval_s=_env_seconds("BENCH_INTERVAL_S", defaults.bench_interval_s),
+            bench_quiet_s=_env_seconds("BENCH_QUIET_S", defaults.bench_quiet_s),
         )

@@ -12,6 +12,15 @@ from app.tts.synthesizer import Synthesizer
 from tests.speech import Transcriber
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_background_benchmarks() -> Iterator[None]:
+    """Servers the tests start as processes run no scheduled benchmark either: one would take
+    the CPU from the tests after 30 quiet seconds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KOKORO_BENCH_INTERVAL_S", "0")
+        yield
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh cache directory, so the session assembles the model as a clean machine would."""
@@ -21,9 +30,14 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def settings(model_cache: Path) -> Settings:
     """Test servers admit up to 8 streams whatever this machine measures (admission control has
-    its own tests), and work ahead 4 s: less than a test paragraph, so bounds stay testable."""
+    its own tests), work ahead 4 s (less than a test paragraph, so bounds stay testable) and run
+    no scheduled benchmark in the background (its tests turn it on)."""
     return Settings(
-        cache_dir=model_cache, intra_op_threads=2, max_active_streams=8, work_ahead_ms=4000
+        cache_dir=model_cache,
+        intra_op_threads=2,
+        max_active_streams=8,
+        work_ahead_ms=4000,
+        bench_interval_s=0,
     )
 
 

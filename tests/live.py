@@ -18,7 +18,9 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from app import wire
+from app.bench import EngineBenchmark
 from app.server import create_app
+from app.service import Service
 from app.settings import Settings
 from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
@@ -29,11 +31,25 @@ def live_server(
     settings: Settings, synthesizer: Synthesizer, tracing: Tracing | None = None
 ) -> Iterator[str]:
     """Run uvicorn with the given synthesizer in a thread; yields ``http://127.0.0.1:PORT``."""
+    with live_service(settings, synthesizer, tracing) as (base, _):
+        yield base
+
+
+@contextmanager
+def live_service(
+    settings: Settings,
+    synthesizer: Synthesizer,
+    tracing: Tracing | None = None,
+    benchmark: EngineBenchmark | None = None,
+) -> Iterator[tuple[str, Service]]:
+    """``live_server`` that also yields the server's ``Service``, to inspect (it runs on the
+    server thread's event loop: read it, do not await it)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    app = create_app(settings, synthesizer, tracing=tracing, benchmark=benchmark)
     config = uvicorn.Config(
-        create_app(settings, synthesizer, tracing=tracing),
+        app,
         log_level="warning",
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
@@ -52,7 +68,7 @@ def live_server(
                 pass
             assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
             time.sleep(0.05)
-        yield base
+        yield base, app.state.service
     finally:
         server.should_exit = True
         thread.join(timeout=30)

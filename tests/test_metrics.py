@@ -10,6 +10,7 @@ from actors.messages import Event, SegmentGenerated, StreamFinished, StreamKey, 
 from actors.metrics import RECENT, MetricsActor
 from actors.supervisor import Supervisor
 from actors.testing import assert_no_leaked_tasks
+from app.degradation import CostModel, LiveDegradation
 
 A = StreamKey("session", "a")
 B = StreamKey("session", "b")
@@ -59,6 +60,10 @@ async def test_empty_snapshot() -> None:
         "queue_wait_ms": {"p50": None, "p95": None},
         "segments_by_provider": {},
         "generated": {"segments_total": 0, "audio_seconds_total": 0.0, "gen_seconds_total": 0.0},
+        "live_degradation": [
+            {"signal": "rtf", "samples": 0, "ratio": None, "limit": 1.15, "degraded": False},
+            {"signal": "ttfa", "samples": 0, "ratio": None, "limit": 1.5, "degraded": False},
+        ],
         "events_dropped": 0,
         "window": RECENT,
     }
@@ -162,3 +167,30 @@ async def test_observe_after_stop_is_a_drop() -> None:
     metrics.observe(StreamStarted(B))  # the actor is closed: counted, not raised
     assert metrics.dropped == 1
     assert metrics.snapshot()["streams"]["started"] == 1
+
+
+async def test_segments_and_streams_feed_the_live_degradation_check(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Engine time twice the prediction turns the RTF signal degraded (and it is logged);
+    calls that shared the CPU do not count; TTFA is judged against the first segment."""
+    actor = MetricsActor()
+    actor.live = LiveDegradation(min_samples=4)
+    actor.live.baseline = CostModel(per_call_seconds=0.1, per_audio_second=0.4)  # 1 s audio: 0.5 s
+    keys = [StreamKey("c", f"s{i}") for i in range(4)]
+    events: list[Event] = []
+    for key in keys:
+        events += [
+            StreamStarted(key, 0.0),
+            SegmentGenerated(key, 0, 1.1, 0.0, 1.0, "CPU", engine_seconds=1.0, solo=True),
+            SegmentGenerated(key, 1, 9.0, 0.0, 1.0, "CPU", engine_seconds=9.0, solo=False),
+            finished(key, "complete", ttfa=0.55),
+        ]
+    with caplog.at_level("WARNING", logger="actors.metrics"):
+        metrics = await observed(events, actor)
+    rtf, ttfa = metrics.live.verdicts()
+    assert rtf.samples == 4 and rtf.ratio == pytest.approx(2.0) and rtf.degraded
+    assert ttfa.samples == 4 and ttfa.ratio == pytest.approx(1.1) and not ttfa.degraded
+    assert [r.getMessage() for r in caplog.records if "degraded" in r.getMessage()] == [
+        "live rtf degraded: 2.00x the benchmark's prediction (limit 1.15x, 4 samples)"
+    ]

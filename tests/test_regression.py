@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
+import statistics
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.bench import BenchRow, record_run
 from app.bench_history import HISTORY_FILE, BenchHistory, fingerprint
-from app.cli import record_engine_bench
+from app.cli import describe_verdict
 from app.regression import FLOOR, MIN_RUNS, judge
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
@@ -92,21 +94,23 @@ async def test_the_server_lists_runs_and_regressions(
     assert "median" in body["rule"]
 
 
-def test_bench_engine_records_its_runs_and_says_how_they_compare(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    settings = Settings(cache_dir=tmp_path)
+def test_a_benchmark_run_is_recorded_with_its_rows_and_judged(tmp_path: Path) -> None:
+    history = BenchHistory(tmp_path / HISTORY_FILE)
     machine = {"cpu": "test", "cores": 2, "intra_op_threads": 2}
 
-    def report(rtf: float) -> dict[str, object]:
-        rows = [{"name": "short", "rtf": rtf}, {"name": "sentence", "rtf": rtf * 0.9}]
-        return {"machine": machine, "results": rows}
+    def rows(rtf: float) -> list[BenchRow]:
+        return [
+            BenchRow("short", 9, 40, 1, 2.5, 2.5 * rtf, 2.5 * rtf, rtf),
+            BenchRow("sentence", 20, 120, 1, 7.0, 7.0 * rtf * 0.9, 7.0 * rtf, rtf * 0.9),
+        ]
 
-    for rtf in (0.50, 0.51, 0.49):
-        record_engine_bench(report(rtf), settings)
-    assert "too few earlier runs" in capsys.readouterr().err
-    record_engine_bench(report(0.65), settings)
-    said = capsys.readouterr().err
-    assert "REGRESSION" in said and "change +30" in said
-    (latest,) = BenchHistory(tmp_path / HISTORY_FILE).recent(1)
-    assert latest.details == {"short": 0.65, "sentence": pytest.approx(0.585)}
+    said = [describe_verdict(record_run(history, rows(rtf), machine)) for rtf in (0.5, 0.51, 0.49)]
+    assert all("too few earlier runs" in line for line in said)
+    flagged = record_run(history, rows(0.65), machine)
+    assert flagged.verdict.regression
+    assert "REGRESSION" in describe_verdict(flagged) and "change +30" in describe_verdict(flagged)
+    latest = history.latest("engine", "rtf_median", machine)
+    assert latest is not None and latest.id == flagged.id
+    assert [row["name"] for row in latest.details["rows"]] == ["short", "sentence"]
+    assert latest.verdict.value == pytest.approx(statistics.median([0.65, 0.585]))
+    assert history.latest("engine", "rtf_median", {**machine, "cores": 4}) is None

@@ -74,3 +74,13 @@ def test_admission_and_admin_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.admission_utilization == 0.7 and settings.admission_wait_ms == 2500
     assert settings.admin_token == "s3cret"
     assert "s3cret" not in repr(settings), "the token stays out of logs"
+
+
+def test_benchmark_schedule_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KOKORO_BENCH_INTERVAL_S", "600")
+    monkeypatch.setenv("KOKORO_BENCH_QUIET_S", "2.5")
+    settings = Settings.from_env()
+    assert settings.bench_interval_s == 600 and settings.bench_quiet_s == 2.5
+    monkeypatch.setenv("KOKORO_BENCH_QUIET_S", "-1")
+    with pytest.raises(ValueError, match="KOKORO_BENCH_QUIET_S must be a number of seconds"):
+        Settings.from_env()

@@ -72,6 +72,9 @@ class Synthesizer:
         self.phonemizer = phonemizer
         self.tokenizer = tokenizer
         self.chunker = Chunker(phonemizer.phonemize, tokenizer.encode)
+        self.load_seconds: dict[str, float] = {}
+        """Set by ``load``: ``model`` (voices, model assembly and hash check, vocabulary) and
+        ``sessions`` (graph edits and session creation), in seconds."""
 
     @classmethod
     def load(cls, settings: Settings, plan: ProviderPlan | None = None) -> Synthesizer:
@@ -80,10 +83,12 @@ class Synthesizer:
         ``plan`` gives the provider, sessions and threads; without one, a single CPU session
         with ``settings.intra_op_threads`` threads.
         """
+        started = time.perf_counter()
         voices = VoiceBank.load(settings.voices_path)
         voices.check(settings.default_voice)
         model_path = resolve_model(settings.model_path, settings.cache_dir)
         vocab = load_vocab()
+        model_seconds = time.perf_counter() - started
         plan = plan or ProviderPlan(CPU, 1, settings.intra_op_threads or 1)
         config = EngineConfig(
             model_path,
@@ -91,10 +96,16 @@ class Synthesizer:
             providers=(plan.provider, CPU) if plan.provider != CPU else (CPU,),
             pause_tokens=pause_token_ids(vocab),
         )
+        started = time.perf_counter()
         engines = open_engines(config, plan.sessions)
-        return cls(
+        synthesizer = cls(
             engines[0], voices, Phonemizer("en-us"), Tokenizer(vocab), more_engines=engines[1:]
         )
+        synthesizer.load_seconds = {
+            "model": model_seconds,
+            "sessions": time.perf_counter() - started,
+        }
+        return synthesizer
 
     def plan(self, text: str) -> list[TextChunk]:
         """Normalise and split ``text`` into model calls."""
