@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -24,35 +24,27 @@ from actors.segmentation import Segmenter
 from app.settings import Settings
 from app.tts.engine import Engine, Synthesis
 from app.tts.synthesizer import Synthesizer
+from tests.engine_wrappers import EngineWrapper
 from tests.live import Client, live_server
 
 pytestmark = pytest.mark.model
 
-T = TypeVar("T")
 PARAGRAPH = (
     "The old lighthouse keeper climbed the stairs every evening at dusk. He cleaned the great "
     "lens, trimmed the wick, and watched the ships pass far out at sea."
 )
 
 
-class FaultyEngine:
+class FaultyEngine(EngineWrapper):
     """A real engine that raises on some calls and hangs (until released) on others."""
 
     def __init__(self, inner: Engine, *, raise_on: set[int], hang_on: set[int]) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.raise_on = raise_on
         self.hang_on = hang_on
         self.calls = 0
         self.release = threading.Event()
         self.succeeded_after_release = threading.Event()
-
-    @property
-    def providers(self) -> list[str]:
-        return self.inner.providers
-
-    @property
-    def config(self) -> Any:
-        return self.inner.config
 
     def synthesize(
         self,
@@ -70,9 +62,6 @@ class FaultyEngine:
         if self.release.is_set():
             self.succeeded_after_release.set()
         return result
-
-    async def call(self, function: Callable[[], T]) -> T:
-        return await self.inner.call(function)
 
     def close(self) -> None:
         self.release.set()

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import cast
 
 import httpx
 import numpy as np
@@ -28,15 +28,15 @@ from app.scheduled_bench import BenchTarget, ScheduledBenchmark
 from app.settings import Settings
 from app.tts.engine import Engine, Synthesis
 from app.tts.synthesizer import Synthesizer
+from tests.engine_wrappers import EngineWrapper
 from tests.live import Client, live_service
 
 pytestmark = pytest.mark.model
 
-T = TypeVar("T")
 VOICE = Settings().default_voice
 
 
-class PacedEngine:
+class PacedEngine(EngineWrapper):
     """A provider wrapper with a fixed latency: the real model runs, and the call then waits
     until ``seconds`` have passed since it began. Raising ``seconds`` by 30% is a provider 30%
     slower. The fixed latency keeps this machine's own speed out of the verdicts: it drifts
@@ -44,17 +44,9 @@ class PacedEngine:
     the rule's tolerance of noise is tested on simulated noise in test_regression."""
 
     def __init__(self, inner: Engine, seconds: float) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.seconds = seconds
         self.overran = 0
-
-    @property
-    def providers(self) -> list[str]:
-        return self.inner.providers
-
-    @property
-    def config(self) -> Any:
-        return self.inner.config
 
     def synthesize(
         self,
@@ -70,9 +62,6 @@ class PacedEngine:
             self.overran += 1
         time.sleep(max(0.0, remaining))
         return result
-
-    async def call(self, function: Callable[[], T]) -> T:
-        return await self.inner.call(function)
 
 
 END_MARGIN_S = 0.05
