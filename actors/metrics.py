@@ -80,6 +80,8 @@ class MetricsActor(Actor[Event]):
             self.live.segment(message.engine_seconds, message.audio_seconds, solo=message.solo)
             if message.segment == 0:
                 self._first_audio[message.key] = message.audio_seconds
+                if len(self._first_audio) > RECENT:  # finished events were dropped: forget
+                    del self._first_audio[next(iter(self._first_audio))]
         elif isinstance(message, StreamFinished):
             self.active -= 1
             self.finished[message.reason] += 1
