@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--rounds", type=int, default=5, help="rounds of the three streams")
     stream.add_argument("--json", type=Path, help="also write the JSON report to this file")
     _add_model_options(stream)
+    memory = bench_kinds.add_parser("memory", help="peak RSS and speed under each token cap")
+    memory.add_argument(
+        "--caps", default="510,256,128", help="comma-separated KOKORO_MAX_SEGMENT_TOKENS values"
+    )
+    memory.add_argument("--rounds", type=int, default=3, help="fresh processes per cap")
+    memory.add_argument("--runs", type=int, default=2, help="syntheses per process")
+    memory.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one measurement
+    _add_model_options(memory)
     return parser
 
 
@@ -242,6 +250,15 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from app.bench import EngineBenchmark, environment, record_run, run_engine_bench  # noqa: PLC0415
     from app.bench_history import HISTORY_FILE, BenchHistory  # noqa: PLC0415
 
+    if args.bench_kind == "memory":
+        from app.bench_memory import child, run_memory_bench  # noqa: PLC0415
+
+        if args.child is not None:
+            child(settings, args.child, args.runs)
+        else:
+            caps = [int(cap) for cap in args.caps.split(",")]
+            run_memory_bench(settings, caps, args.rounds, args.runs)
+        return 0
     if args.bench_kind == "stream":
         from app.bench_stream import run_stream_bench  # noqa: PLC0415
 

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.tts.chunking import MAX_TOKENS
+
 ENV_PREFIX = "KOKORO_"
 
 
@@ -67,6 +69,9 @@ class Settings:
     """A user's voices file (npz of (510, 1, 256) packs); ``None`` selects the embedded voices."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     intra_op_threads: int = 2
+    max_segment_tokens: int = MAX_TOKENS
+    """Longest model call in tokens; longer text is split at clause or word boundaries. A call's
+    activation memory grows with its length (64..510)."""
     """ONNX Runtime threads per inference; 0 lets ONNX Runtime pick one per core."""
     default_voice: str = "jm_kumo"
     max_input_chars: int = 4096
@@ -121,6 +126,7 @@ class Settings:
             voices_path=_env_path("VOICES"),
             cache_dir=_env_path("CACHE_DIR") or defaults.cache_dir,
             intra_op_threads=_env_int("THREADS", defaults.intra_op_threads),
+            max_segment_tokens=_env_int("MAX_SEGMENT_TOKENS", defaults.max_segment_tokens),
             default_voice=_env("DEFAULT_VOICE") or defaults.default_voice,
             max_input_chars=_env_int("MAX_INPUT_CHARS", defaults.max_input_chars),
             max_queued_requests=_env_int("MAX_QUEUED_REQUESTS", defaults.max_queued_requests),

@@ -5,9 +5,13 @@ from pathlib import Path
 
 import pytest
 
+from app.bench import BENCH_TEXTS
 from app.cli import build_parser, settings_from
 from app.plan_loader import load_for_serving
 from app.settings import Settings
+from app.tts.chunking import Chunker
+from app.tts.normalize import normalize
+from app.tts.synthesizer import Synthesizer
 
 
 def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -84,3 +88,19 @@ def test_benchmark_schedule_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOKORO_BENCH_QUIET_S", "-1")
     with pytest.raises(ValueError, match="KOKORO_BENCH_QUIET_S must be a number of seconds"):
         Settings.from_env()
+
+
+def test_the_token_cap_splits_long_text_into_shorter_calls(
+    monkeypatch: pytest.MonkeyPatch, synthesizer: Synthesizer
+) -> None:
+    """KOKORO_MAX_SEGMENT_TOKENS bounds every model call (activation memory grows with it)."""
+    monkeypatch.setenv("KOKORO_MAX_SEGMENT_TOKENS", "128")
+    assert Settings.from_env().max_segment_tokens == 128
+    text = BENCH_TEXTS["paragraph"]
+    whole = synthesizer.plan(text)
+    capped = Chunker(synthesizer.phonemizer.phonemize, synthesizer.tokenizer.encode, 128)
+    pieces = capped.split(normalize(text).text)
+    assert len(whole) == 1 and len(whole[0].tokens) > 256
+    assert len(pieces) >= 3 and all(len(piece.tokens) <= 128 for piece in pieces)
+    with pytest.raises(ValueError, match=r"max_segment_tokens must be in 64\.\.510"):
+        Synthesizer.load(replace(Settings(), max_segment_tokens=32))

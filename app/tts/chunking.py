@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MAX_TOKENS = 510
+MIN_CALL_TOKENS = 64
+"""The lowest cap a server may set on a call's tokens: room for any single word."""
 """Kokoro's phoneme window, without the two padding tokens."""
 
 _SENTENCE = re.compile(r"\S.*?(?:[.!?…]+[\"'”’)\]]*(?=\s|$)|$)", re.DOTALL)

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from app.errors import EmptyTextError
 from app.providers import CPU, ProviderPlan
 from app.settings import Settings
-from app.tts.chunking import Chunker, TextChunk
+from app.tts.chunking import MAX_TOKENS, MIN_CALL_TOKENS, Chunker, TextChunk
 from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig, open_engines
 from app.tts.model_store import resolve_model
 from app.tts.normalize import normalize
@@ -65,13 +65,15 @@ class Synthesizer:
         tokenizer: Tokenizer,
         *,
         more_engines: Sequence[Engine] = (),
+        max_tokens: int = MAX_TOKENS,
     ) -> None:
+        """``max_tokens``: the longest model call; a call's activations grow with its length."""
         self.engine = engine
         self.engines = [engine, *more_engines]
         self.voices = voices
         self.phonemizer = phonemizer
         self.tokenizer = tokenizer
-        self.chunker = Chunker(phonemizer.phonemize, tokenizer.encode)
+        self.chunker = Chunker(phonemizer.phonemize, tokenizer.encode, max_tokens)
         self.load_seconds: dict[str, float] = {}
         """Set by ``load``: ``model`` (voices, model assembly and hash check, vocabulary) and
         ``sessions`` (graph edits and session creation), in seconds."""
@@ -83,6 +85,11 @@ class Synthesizer:
         ``plan`` gives the provider, sessions and threads; without one, a single CPU session
         with ``settings.intra_op_threads`` threads.
         """
+        cap = settings.max_segment_tokens
+        if not MIN_CALL_TOKENS <= cap <= MAX_TOKENS:
+            raise ValueError(
+                f"max_segment_tokens must be in {MIN_CALL_TOKENS}..{MAX_TOKENS}, got {cap}"
+            )
         started = time.perf_counter()
         voices = VoiceBank.load(settings.voices_path)
         voices.check(settings.default_voice)
@@ -99,7 +106,12 @@ class Synthesizer:
         started = time.perf_counter()
         engines = open_engines(config, plan.sessions)
         synthesizer = cls(
-            engines[0], voices, Phonemizer("en-us"), Tokenizer(vocab), more_engines=engines[1:]
+            engines[0],
+            voices,
+            Phonemizer("en-us"),
+            Tokenizer(vocab),
+            more_engines=engines[1:],
+            max_tokens=settings.max_segment_tokens,
         )
         synthesizer.load_seconds = {
             "model": model_seconds,
