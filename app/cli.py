@@ -98,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--rounds", type=int, default=5, help="rounds of the three streams")
     stream.add_argument("--json", type=Path, help="also write the JSON report to this file")
     _add_model_options(stream)
-    memory = bench_kinds.add_parser("memory", help="peak RSS and speed under each token cap")
+    memory = bench_kinds.add_parser("memory", help="memory and speed under each memory setting")
     memory.add_argument(
         "--caps", default="510,256,128", help="comma-separated KOKORO_MAX_SEGMENT_TOKENS values"
     )
-    memory.add_argument("--rounds", type=int, default=3, help="fresh processes per cap")
+    memory.add_argument(
+        "--shrinkage", default="off", help="arena shrinkage after each call: on, off or on,off"
+    )
+    memory.add_argument("--rounds", type=int, default=3, help="fresh processes per setting")
     memory.add_argument("--runs", type=int, default=2, help="syntheses per process")
     memory.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one measurement
     _add_model_options(memory)
@@ -246,6 +249,12 @@ def describe_verdict(run: RecordedRun) -> str:
     return f"median RTF {verdict.value:.4f}; {judged}"
 
 
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError(f"expected on or off, got {value!r}")
+    return value == "on"
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     from app.bench import EngineBenchmark, environment, record_run, run_engine_bench  # noqa: PLC0415
     from app.bench_history import HISTORY_FILE, BenchHistory  # noqa: PLC0415
@@ -253,11 +262,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.bench_kind == "memory":
         from app.bench_memory import child, run_memory_bench  # noqa: PLC0415
 
+        shrinkages = [_on_off(value) for value in args.shrinkage.split(",")]
         if args.child is not None:
-            child(settings, args.child, args.runs)
+            child(settings, args.child, shrinkages[0], args.runs)
         else:
             caps = [int(cap) for cap in args.caps.split(",")]
-            run_memory_bench(settings, caps, args.rounds, args.runs)
+            run_memory_bench(settings, caps, shrinkages, args.rounds, args.runs)
         return 0
     if args.bench_kind == "stream":
         from app.bench_stream import run_stream_bench  # noqa: PLC0415

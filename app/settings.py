@@ -47,6 +47,17 @@ def _env_seconds(name: str, default: float) -> float:
     return value
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{ENV_PREFIX}{name} must be 1/0, true/false, yes/no or on/off, got {value!r}")
+
+
 def _env_int(name: str, default: int) -> int:
     value = _env(name)
     if value is None:
@@ -69,6 +80,9 @@ class Settings:
     """A user's voices file (npz of (510, 1, 256) packs); ``None`` selects the embedded voices."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     intra_op_threads: int = 2
+    arena_shrinkage: bool = False
+    """Give the inference arena's free memory back after every model call: less resident
+    memory between calls, up to 11% slower synthesis (see EngineConfig)."""
     max_segment_tokens: int = MAX_TOKENS
     """Longest model call in tokens; longer text is split at clause or word boundaries. A call's
     activation memory grows with its length (64..510)."""
@@ -127,6 +141,7 @@ class Settings:
             cache_dir=_env_path("CACHE_DIR") or defaults.cache_dir,
             intra_op_threads=_env_int("THREADS", defaults.intra_op_threads),
             max_segment_tokens=_env_int("MAX_SEGMENT_TOKENS", defaults.max_segment_tokens),
+            arena_shrinkage=_env_flag("ARENA_SHRINKAGE", defaults.arena_shrinkage),
             default_voice=_env("DEFAULT_VOICE") or defaults.default_voice,
             max_input_chars=_env_int("MAX_INPUT_CHARS", defaults.max_input_chars),
             max_queued_requests=_env_int("MAX_QUEUED_REQUESTS", defaults.max_queued_requests),

@@ -104,3 +104,12 @@ def test_the_token_cap_splits_long_text_into_shorter_calls(
     assert len(pieces) >= 3 and all(len(piece.tokens) <= 128 for piece in pieces)
     with pytest.raises(ValueError, match=r"max_segment_tokens must be in 64\.\.510"):
         Synthesizer.load(replace(Settings(), max_segment_tokens=32))
+
+
+def test_arena_shrinkage_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not Settings.from_env().arena_shrinkage
+    monkeypatch.setenv("KOKORO_ARENA_SHRINKAGE", "on")
+    assert Settings.from_env().arena_shrinkage
+    monkeypatch.setenv("KOKORO_ARENA_SHRINKAGE", "maybe")
+    with pytest.raises(ValueError, match="KOKORO_ARENA_SHRINKAGE must be 1/0"):
+        Settings.from_env()

@@ -62,6 +62,11 @@ class EngineConfig:
     default) renders them in full. 5 frames (125 ms) keep the speech's release."""
     pause_tokens: frozenset[int] = frozenset()
     """Token ids that are silence (punctuation, space): trailing ones are capped."""
+    arena_shrinkage: bool = False
+    """Return the CPU arena's free memory to the system after every call. A long call grows the
+    arena to its peak and the arena otherwise keeps it. Measured (``bench memory``): 377 MB
+    resident after the calls instead of 535-924 MB, but up to 11% slower when calls follow each
+    other (each allocates its arena again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +153,9 @@ def _open_session(config: EngineConfig, source: str | bytes) -> ort.InferenceSes
     return session
 
 
+ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"
+
+
 class Aborted(Exception):
     """An inference call was terminated on request (its stream was cancelled)."""
 
@@ -223,6 +231,9 @@ class Engine:
                 if tail is not None
                 else np.full((1, len(tokens) + 2), np.inf, dtype=np.float32)
             )
+        if self.config.arena_shrinkage:
+            run_options = run_options or ort.RunOptions()
+            run_options.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
         started = time.perf_counter()
         try:
             results = self._session.run(self._outputs, feed, run_options)

@@ -102,6 +102,7 @@ class Synthesizer:
             intra_op_threads=plan.threads if plan.provider == CPU else 1,
             providers=(plan.provider, CPU) if plan.provider != CPU else (CPU,),
             pause_tokens=pause_token_ids(vocab),
+            arena_shrinkage=settings.arena_shrinkage,
         )
         started = time.perf_counter()
         engines = open_engines(config, plan.sessions)
