@@ -101,19 +101,19 @@ class BenchTally:
     def __init__(self, definition: EngineBenchmark) -> None:
         self.definition = definition
         self._times: dict[str, list[float]] = {name: [] for name in definition.texts}
-        self._audio: dict[str, float] = {}
+        self._last: dict[str, SpeechResult] = {}
 
     def add(self, step: BenchStep, result: SpeechResult) -> None:
         if step.run == 0:
             return
         self._times[step.name].append(result.gen_seconds)
-        self._audio[step.name] = result.audio_seconds
+        self._last[step.name] = result
 
-    def rows(self, synthesizer: Synthesizer) -> list[BenchRow]:
+    def rows(self) -> list[BenchRow]:
         rows = []
         for name, text in self.definition.texts.items():
-            times, audio_seconds = self._times[name], self._audio[name]
-            chunks = synthesizer.plan(text)
+            times, last = self._times[name], self._last[name]
+            chunks, audio_seconds = last.chunks, last.audio_seconds
             median = statistics.median(times)
             rows.append(
                 BenchRow(
@@ -172,7 +172,7 @@ def bench_engine(
     tally = BenchTally(definition)
     for step in definition.steps():
         tally.add(step, synthesizer.render(step.text, voice, 1.0))
-    return tally.rows(synthesizer)
+    return tally.rows()
 
 
 def record_run(

@@ -157,7 +157,7 @@ class ScheduledBenchmark:
                 continue  # yielded: repeat the step when quiet again
             tally.add(step, result)
             index += 1
-        rows = tally.rows(target.synthesizer)
+        rows = tally.rows()
         facts = environment(self.definition, target.synthesizer, target.engine, self.voice)
         run = await asyncio.to_thread(record_run, self._history, rows, facts)
         self._hand_over(run)
