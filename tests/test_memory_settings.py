@@ -12,13 +12,14 @@ pytestmark = pytest.mark.model
 
 def test_arena_shrinkage_returns_a_long_calls_memory(settings: Settings) -> None:
     """Without shrinkage the arena keeps the peak of the paragraph's call; with it, the memory
-    left after the calls falls back towards what loading the model took."""
+    left after the calls falls back to what it was before them. (Loading's own peak is left
+    out: assembling the model into a fresh cache peaks far higher than any call.)"""
     kept = measure_in_child(settings, 510, shrinkage=False, runs=1)
     shrunk = measure_in_child(settings, 510, shrinkage=True, runs=1)
     print(f"kept: {kept}\nshrunk: {shrunk}")
     assert shrunk["rss_after_calls_mb"] < 0.75 * kept["rss_after_calls_mb"]
-    assert shrunk["rss_after_calls_mb"] < 1.2 * shrunk["rss_after_load_mb"]
-    assert kept["peak_rss_mb"] > 1.5 * kept["rss_after_load_mb"], "the call's peak is real"
+    assert shrunk["rss_after_calls_mb"] < 1.2 * shrunk["rss_before_calls_mb"]
+    assert kept["peak_rss_calls_mb"] > 1.5 * kept["rss_before_calls_mb"], "the call's peak is real"
 
 
 def test_the_token_cap_lowers_the_peak(settings: Settings) -> None:
