@@ -32,11 +32,14 @@ from typing import Any
 
 from actors.messages import StreamKey
 from app.errors import BusyError
+from app.memory_pressure import MemoryMonitor
 
 MIN_RETRY_MS = 100
 MAX_RETRY_MS = 10_000
 PAUSED_RETRY_MS = 2000
 """Retry hint while admission is paused (a plan swap builds and warms in 2-8 s here)."""
+MEMORY_RETRY_MS = 3000
+"""Retry hint under memory pressure: the level drops 2 s after usage does, at the earliest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,11 @@ class Admission:
         throughput: Callable[[], float],
         workers: Callable[[], int],
         remaining_seconds: Callable[[StreamKey], float],
+        memory: MemoryMonitor | None = None,
     ) -> None:
+        """``memory``: under pressure it lowers capacity and refuses new streams."""
         self.policy = policy
+        self._memory = memory
         self._throughput = throughput
         self._workers = workers
         self._remaining = remaining_seconds
@@ -87,8 +93,10 @@ class Admission:
 
     def capacity(self) -> int:
         if self.policy.max_streams:
-            return self.policy.max_streams
-        return max(1, math.floor(self._throughput() * self.policy.utilization + 1e-9))
+            capacity = self.policy.max_streams
+        else:
+            capacity = max(1, math.floor(self._throughput() * self.policy.utilization + 1e-9))
+        return self._memory.capacity(capacity) if self._memory is not None else capacity
 
     @property
     def generating(self) -> int:
@@ -110,7 +118,18 @@ class Admission:
             self._grant()
 
     async def admit(self, key: StreamKey) -> None:
-        """Count ``key`` as synthesizing, waiting for a slot if configured; else ``BusyError``."""
+        """Count ``key`` as synthesizing, waiting for a slot if configured; else ``BusyError``.
+
+        Low memory refuses at once: waiting would hold the client for seconds the hold before
+        recovery (``memory_pressure``) makes certain to pass anyway."""
+        low_memory = self._memory.refusal() if self._memory is not None else None
+        if low_memory is not None:
+            self.refused += 1
+            raise BusyError(
+                f"{low_memory}; retry after retry_after_ms",
+                retry_after_ms=MEMORY_RETRY_MS,
+                stream=key.stream,
+            )
         if not self._waiters and self._has_room():
             self._take(key)
             return

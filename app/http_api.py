@@ -80,6 +80,9 @@ async def speech(request: Request) -> Response:
         return error_response(
             503, "busy", "too many synthesis requests in progress", {"Retry-After": "1"}
         )
+    low_memory = service.memory.refusal()
+    if low_memory is not None:
+        return error_response(503, "busy", low_memory, {"Retry-After": "3"})
     async with service.request_slots:
         try:
             with service.foreground.active(object()):  # background benchmarks give way
@@ -128,6 +131,7 @@ async def stats(request: Request) -> Response:
     except TTSError as error:
         return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
     body = pipeline.stats()
+    body["memory"] = service.memory.stats()
     if service.plan_choice is not None:
         body["plan"] = _plan_report(service.plan_choice)
     return JSONResponse(body)

@@ -43,10 +43,18 @@ def settings_args(settings: Settings) -> list[str]:
 
 
 def start_server(
-    port: int, log_path: Path, args: Sequence[str] = (), host: str = LOOPBACK
+    port: int,
+    log_path: Path,
+    args: Sequence[str] = (),
+    host: str = LOOPBACK,
+    prefix: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start the server with this process's environment; its output goes to ``log_path``."""
-    command = [sys.executable, "-m", "app", "serve", "--host", host, "--port", str(port), *args]
+    """Start the server with this process's environment; its output goes to ``log_path``.
+    ``prefix`` runs it through another command (which must ``exec`` it)."""
+    command = [
+        *prefix,
+        *(sys.executable, "-m", "app", "serve", "--host", host, "--port", str(port), *args),
+    ]
     with log_path.open("wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
 

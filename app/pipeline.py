@@ -33,6 +33,7 @@ from actors.scheduler import ReplaceWorkers, Scheduler
 from actors.supervisor import Supervisor
 from app.admission import Admission, AdmissionPolicy
 from app.foreground import Foreground
+from app.memory_pressure import MemoryMonitor
 from app.process import rss_bytes
 from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
@@ -66,11 +67,13 @@ class Pipeline:
         initial_rate: float = 2.0,
         prometheus: PrometheusMetrics | None = None,
         foreground: Foreground | None = None,
+        memory: MemoryMonitor | None = None,
     ) -> None:
         """``initial_rate``: audio seconds per generation second assumed for each session until
         its own jobs are timed (see ``actors.scheduler``); ``prometheus``: where the metrics
         actor exports to (the service's, which outlives pipelines); ``foreground``: where
-        streams are counted as user work (the service's, which background work watches)."""
+        streams are counted as user work (the service's, which background work watches);
+        ``memory``: the memory monitor admission obeys."""
         self.synthesizer = synthesizer
         self.foreground = foreground or Foreground()
         self.occupancy = CallOccupancy()
@@ -94,6 +97,7 @@ class Pipeline:
             throughput=self.scheduler.throughput,
             workers=lambda: self.scheduler.healthy_workers,
             remaining_seconds=self.scheduler.remaining_seconds,
+            memory=memory,
         )
         self.max_lead_seconds = max_lead_seconds
         self._chunkers: dict[StreamKey, StreamChunker] = {}

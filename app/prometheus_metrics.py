@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from app.bench_history import RecordedRun
+    from app.memory_pressure import MemoryMonitor
     from app.pipeline import Pipeline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -120,6 +121,10 @@ class PrometheusMetrics:
     def watch(self, pipeline: Callable[[], Pipeline | None]) -> None:
         """Serve the live metrics of whichever pipeline runs at scrape time."""
         self.registry.register(_LiveCollector(pipeline))
+
+    def watch_memory(self, monitor: MemoryMonitor) -> None:
+        """Export the memory monitor's reading, level and refusals."""
+        self.registry.register(_MemoryCollector(monitor))
 
     def watch_benchmark(self, last_run: Callable[[], RecordedRun | None]) -> None:
         """Export the newest engine benchmark run in the serving environment (none: nothing)."""
@@ -215,6 +220,48 @@ class _LiveCollector(Collector):
             degraded.add_metric([verdict.signal], float(verdict.degraded))
         yield ratio
         yield degraded
+
+
+class _MemoryCollector(Collector):
+    def __init__(self, monitor: MemoryMonitor) -> None:
+        self._monitor = monitor
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        monitor = self._monitor
+        yield _gauge(
+            "kokoro_memory_pressure_level",
+            "0 normal, 1 arenas shrink after each call, 2 capacity halved, 3 new streams refused.",
+            int(monitor.level),
+        )
+        reading = monitor.reading
+        if reading is not None:
+            yield _gauge(
+                "kokoro_memory_used_bytes",
+                "Memory in use against the binding limit (see kokoro_memory_limit_bytes).",
+                reading.used_bytes,
+            )
+            yield _gauge(
+                "kokoro_memory_limit_bytes",
+                "The tightest memory limit: configured, cgroup or the machine's.",
+                reading.limit_bytes,
+            )
+        entered = CounterMetricFamily(
+            "kokoro_memory_pressure_entered",
+            "Times memory pressure rose to each level.",
+            labels=["level"],
+        )
+        for level, count in monitor.entered.items():
+            if level != "normal":
+                entered.add_metric([level], count)
+        yield entered
+        yield _counter(
+            "kokoro_memory_refusals",
+            "Streams and HTTP requests refused because memory was low.",
+            monitor.refused,
+        )
 
 
 class _BenchmarkCollector(Collector):

@@ -19,6 +19,7 @@ from app.bench_history import HISTORY_FILE, BenchHistory
 from app.degradation import CostModel
 from app.errors import NotReadyError, TTSError
 from app.foreground import Foreground
+from app.memory_pressure import MemoryMonitor, PressureActions
 from app.pipeline import FallbackPolicy, Pipeline
 from app.plan_loader import PlanChoice, load_for_serving
 from app.plan_swap import PlanSwapper, warm_engines
@@ -27,6 +28,7 @@ from app.providers import short_name
 from app.scheduled_bench import BenchTarget, ScheduledBenchmark
 from app.settings import Settings
 from app.tracing import Tracing
+from app.tts.engine import Engine
 from app.tts.synthesizer import Synthesizer
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,11 @@ class Service:
         self.foreground = Foreground()
         self._benchmark_definition = benchmark or EngineBenchmark()
         self.benchmark: ScheduledBenchmark | None = None
+        self.memory = MemoryMonitor(settings.memory_limit_mb << 20)
+        self.memory.actions = PressureActions(
+            shrink=self._shrink_arenas, release_idle=self._release_arenas
+        )
+        self.prometheus.watch_memory(self.memory)
         self.prometheus.watch_benchmark(lambda: self.benchmark.last if self.benchmark else None)
 
     @property
@@ -120,6 +127,7 @@ class Service:
             initial_rate=initial_rate,
             prometheus=self.prometheus,
             foreground=self.foreground,
+            memory=self.memory,
         )
         try:
             async with pipeline.running():
@@ -133,9 +141,13 @@ class Service:
                     ", ".join(f"{name} {sec:.2f} s" for name, sec in self.startup_seconds.items()),
                 )
                 async with asyncio.TaskGroup() as group:
-                    benchmarking = group.create_task(self.benchmark.run(), name="benchmark")
+                    background = [
+                        group.create_task(self.benchmark.run(), name="benchmark"),
+                        group.create_task(self.memory.run(), name="memory-monitor"),
+                    ]
                     await self._shutdown.wait()
-                    benchmarking.cancel()
+                    for task in background:
+                        task.cancel()
         except Exception as error:
             logger.exception("the streaming pipeline crashed")
             self._fail(f"the streaming pipeline crashed: {error!r}")
@@ -160,6 +172,23 @@ class Service:
             prometheus=self.prometheus,
             baseline=baseline,
         )
+
+    def _engines(self) -> list[Engine]:
+        pipeline = self._pipeline
+        return [worker.engine for worker in pipeline.workers] if pipeline is not None else []
+
+    def _shrink_arenas(self, on: bool) -> None:
+        """Memory pressure turns arena shrinkage on; its end restores the configured choice."""
+        for engine in self._engines():
+            engine.shrink_arena = on or self.settings.arena_shrinkage
+
+    async def _release_arenas(self) -> None:
+        """Under memory pressure: sessions (new ones after a swap too) shrink after each call,
+        and any whose arena still holds an earlier call's peak gives it back now."""
+        for engine in self._engines():
+            engine.shrink_arena = True
+            if engine.arena_dirty:
+                await engine.call(engine.release_arena)
 
     def shutdown(self) -> None:
         """Ask ``run`` to stop the pipeline and return."""

@@ -68,6 +68,13 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {value!r}") from None
 
 
+def _env_megabytes(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if value < 0:
+        raise ValueError(f"{ENV_PREFIX}{name} must be a number of megabytes >= 0, got {value}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything that changes how the server loads the model and answers requests."""
@@ -80,13 +87,17 @@ class Settings:
     """A user's voices file (npz of (510, 1, 256) packs); ``None`` selects the embedded voices."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     intra_op_threads: int = 2
+    """ONNX Runtime threads per inference; 0 lets ONNX Runtime pick one per core."""
     arena_shrinkage: bool = False
     """Give the inference arena's free memory back after every model call: less resident
     memory between calls, up to 11% slower synthesis (see EngineConfig)."""
     max_segment_tokens: int = MAX_TOKENS
     """Longest model call in tokens; longer text is split at clause or word boundaries. A call's
     activation memory grows with its length (64..510)."""
-    """ONNX Runtime threads per inference; 0 lets ONNX Runtime pick one per core."""
+    memory_limit_mb: int = 0
+    """Resident memory the server may use; 0: only the cgroup's and the machine's limits. Near
+    the tightest limit the server shrinks arenas, halves capacity, then refuses new streams
+    (see ``app.memory_pressure``)."""
     default_voice: str = "jm_kumo"
     max_input_chars: int = 4096
     """Longest text accepted by ``POST /v1/audio/speech`` (OpenAI's limit)."""
@@ -141,6 +152,7 @@ class Settings:
             cache_dir=_env_path("CACHE_DIR") or defaults.cache_dir,
             intra_op_threads=_env_int("THREADS", defaults.intra_op_threads),
             max_segment_tokens=_env_int("MAX_SEGMENT_TOKENS", defaults.max_segment_tokens),
+            memory_limit_mb=_env_megabytes("MEMORY_LIMIT_MB", defaults.memory_limit_mb),
             arena_shrinkage=_env_flag("ARENA_SHRINKAGE", defaults.arena_shrinkage),
             default_voice=_env("DEFAULT_VOICE") or defaults.default_voice,
             max_input_chars=_env_int("MAX_INPUT_CHARS", defaults.max_input_chars),

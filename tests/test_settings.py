@@ -113,3 +113,12 @@ def test_arena_shrinkage_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOKORO_ARENA_SHRINKAGE", "maybe")
     with pytest.raises(ValueError, match="KOKORO_ARENA_SHRINKAGE must be 1/0"):
         Settings.from_env()
+
+
+def test_memory_limit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().memory_limit_mb == 0
+    monkeypatch.setenv("KOKORO_MEMORY_LIMIT_MB", "1500")
+    assert Settings.from_env().memory_limit_mb == 1500
+    monkeypatch.setenv("KOKORO_MEMORY_LIMIT_MB", "-1")
+    with pytest.raises(ValueError, match="KOKORO_MEMORY_LIMIT_MB must be a number of megabytes"):
+        Settings.from_env()
