@@ -34,6 +34,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="ONNX model file (default: embedded int8)")
     parser.add_argument("--voices", type=Path, help="voices npz file (default: embedded)")
     parser.add_argument("--cache-dir", type=Path, help="where the default model is assembled")
+    parser.add_argument(
+        "--variant", help="variant of the embedded model (python -m app variants list)"
+    )
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
 
 
@@ -79,7 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--server", default="http://127.0.0.1:8000", help="the server's HTTP address")
     plan.add_argument("--token", help="admin token (default: $KOKORO_ADMIN_TOKEN)")
 
-    bench = commands.add_parser("bench", help="benchmarks")
+    _add_bench_parsers(commands.add_parser("bench", help="benchmarks"))
+    _add_variant_parsers(commands.add_parser("variants", help="model variants: build, report"))
+    return parser
+
+
+def _add_variant_parsers(variants: argparse.ArgumentParser) -> None:
+    kinds = variants.add_subparsers(dest="variants_action", required=True)
+    kinds.add_parser("list", help="the variants, and which are built")
+    build = kinds.add_parser("build", help="build variants of the embedded model")
+    build.add_argument("names", nargs="*", help="variants to build (default: all)")
+    report = kinds.add_parser("report", help="measure every variant; apply the quality gate")
+    report.add_argument("names", nargs="*", help="variants to measure (default: all)")
+    report.add_argument("--rounds", type=int, default=3, help="rounds of every measurement")
+    report.add_argument(
+        "--out", type=Path, default=Path("docs/variants"), help="where the report goes"
+    )
+    report.add_argument(
+        "--sentences", type=int, default=10, help="quality sentences per voice (at most 10)"
+    )
+    report.add_argument("--child", help=argparse.SUPPRESS)  # one measurement
+    for parser in (build, report, kinds.choices["list"]):
+        parser.add_argument("--cache-dir", type=Path, help="where variants are built")
+
+
+def _add_bench_parsers(bench: argparse.ArgumentParser) -> None:
     bench_kinds = bench.add_subparsers(dest="bench_kind", required=True)
     engine = bench_kinds.add_parser("engine", help="raw synthesis RTF and latency")
     engine.add_argument(
@@ -109,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--runs", type=int, default=2, help="syntheses per process")
     memory.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one measurement
     _add_model_options(memory)
-    return parser
+    soak = bench_kinds.add_parser("soak", help="server memory over many mixed requests")
+    soak.add_argument("--requests", type=int, default=500, help="requests after the warm-up")
+    soak.add_argument("--concurrency", type=int, default=2, help="requests at a time")
+    soak.add_argument("--plan", default="auto", help="the server's provider plan")
+    soak.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    _add_model_options(soak)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -120,6 +152,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "model_path": getattr(args, "model", None),
         "voices_path": getattr(args, "voices", None),
         "cache_dir": getattr(args, "cache_dir", None),
+        "variant": getattr(args, "variant", None),
         "intra_op_threads": getattr(args, "threads", None),
         "plan": getattr(args, "plan", None),
         "rebenchmark": getattr(args, "rebenchmark", None) or None,
@@ -269,6 +302,18 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             caps = [int(cap) for cap in args.caps.split(",")]
             run_memory_bench(settings, caps, shrinkages, args.rounds, args.runs)
         return 0
+    if args.bench_kind == "soak":
+        from app.bench_soak import run_soak_bench  # noqa: PLC0415
+
+        if args.requests < 1 or args.concurrency < 1:
+            raise ValueError("--requests and --concurrency must be at least 1")
+        held = run_soak_bench(
+            dataclasses.replace(settings, plan=args.plan),
+            args.requests,
+            args.concurrency,
+            args.json,
+        )
+        return 0 if held else 1
     if args.bench_kind == "stream":
         from app.bench_stream import run_stream_bench  # noqa: PLC0415
 
@@ -314,12 +359,42 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_variants(args: argparse.Namespace, settings: Settings) -> int:
+    from app.tts.variants import VARIANTS, VariantStore  # noqa: PLC0415
+
+    store = VariantStore(settings.cache_dir)
+    names = list(getattr(args, "names", None) or VARIANTS)
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    if args.variants_action == "list":
+        for name, variant in VARIANTS.items():
+            built = "built" if variant.base is None or store.is_current(name) else "not built"
+            print(f"{name:16} {built:10} {variant.summary}")
+        return 0
+    if args.variants_action == "build":
+        for name in names:
+            print(f"{name}: {store.ensure(name, progress=True)}")
+        return 0
+    from app.variant_report import child_measure, run_report  # noqa: PLC0415
+
+    if args.child is not None:
+        print(json.dumps(child_measure(settings, args.child)))
+        return 0
+    if args.rounds < 1:
+        raise ValueError("--rounds must be at least 1")
+    report = run_report(settings, names, args.rounds, args.out, sentences=args.sentences)
+    print((args.out / "variants.md").read_text())
+    return 0 if report["fastest_passing"] else 1
+
+
 COMMANDS = {
     "say": cmd_say,
     "voices": cmd_voices,
     "serve": cmd_serve,
     "plan": cmd_plan,
     "bench": cmd_bench,
+    "variants": cmd_variants,
 }
 
 

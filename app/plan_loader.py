@@ -26,8 +26,8 @@ from app.strategy import (
     open_plan_engines,
     select_plan,
 )
-from app.tts.model_store import DEFAULT_MODEL_SHA256, resolve_model
 from app.tts.synthesizer import Synthesizer
+from app.tts.variants import VariantStore, resolve_model, variant_of
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,9 @@ def load_for_serving(settings: Settings) -> tuple[Synthesizer, PlanChoice]:
         plan = ProviderPlan.parse(settings.plan)
         choice = PlanChoice(plan.name, "configured", 0.0)
         return Synthesizer.load(settings, plan), choice
-    model_path = resolve_model(settings.model_path, settings.cache_dir)
-    known_hash = DEFAULT_MODEL_SHA256 if settings.model_path is None else None
+    model_path = resolve_model(settings.model_path, settings.cache_dir, settings.variant)
+    variant = variant_of(settings.model_path, settings.variant)
+    known_hash = VariantStore(settings.cache_dir).sha256(variant) if variant else None
     candidates = candidate_plans(ort.get_available_providers(), usable_cores())
     components = current_components(model_path, known_hash, candidates, settings.default_voice)
     cache = StrategyCache(settings.cache_dir / STRATEGY_FILE, settings.strategy_ttl_s)

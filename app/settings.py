@@ -94,6 +94,9 @@ class Settings:
     max_segment_tokens: int = MAX_TOKENS
     """Longest model call in tokens; longer text is split at clause or word boundaries. A call's
     activation memory grows with its length (64..510)."""
+    variant: str = ""
+    """Model variant of the embedded model (``python -m app variants list``); empty: the default
+    (``app.tts.variants.DEFAULT_VARIANT``). Not with ``model_path``."""
     memory_limit_mb: int = 0
     """Resident memory the server may use; 0: only the cgroup's and the machine's limits. Near
     the tightest limit the server shrinks arenas, halves capacity, then refuses new streams
@@ -152,6 +155,7 @@ class Settings:
             cache_dir=_env_path("CACHE_DIR") or defaults.cache_dir,
             intra_op_threads=_env_int("THREADS", defaults.intra_op_threads),
             max_segment_tokens=_env_int("MAX_SEGMENT_TOKENS", defaults.max_segment_tokens),
+            variant=_env("VARIANT") or defaults.variant,
             memory_limit_mb=_env_megabytes("MEMORY_LIMIT_MB", defaults.memory_limit_mb),
             arena_shrinkage=_env_flag("ARENA_SHRINKAGE", defaults.arena_shrinkage),
             default_voice=_env("DEFAULT_VOICE") or defaults.default_voice,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.quality import Transcriber
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
-from tests.speech import Transcriber
 
 
 @pytest.fixture(scope="session", autouse=True)

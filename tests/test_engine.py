@@ -12,9 +12,11 @@ import pytest
 
 from actors.audio import shape_segment
 from app.errors import EmptyTextError, UnknownVoiceError
+from app.settings import Settings
 from app.tts.engine import SAMPLE_RATE, Aborted, Engine, EngineConfig, tail_caps
 from app.tts.graph_edits import SAMPLES_PER_FRAME, add_duration_cap, has_duration_cap
 from app.tts.synthesizer import Synthesizer
+from app.tts.variants import SHIPPED, VariantStore
 from app.tts.voices import VoiceBank
 
 pytestmark = pytest.mark.model
@@ -117,12 +119,12 @@ def test_a_terminated_run_raises_aborted(synthesizer: Synthesizer) -> None:
     assert len(synthesizer.engine.synthesize([50] * 10, style, 1.0).audio) > 0
 
 
-def test_the_duration_edit_changes_no_sample(synthesizer: Synthesizer) -> None:
-    engine = synthesizer.engine
+def test_the_duration_edit_changes_no_sample(synthesizer: Synthesizer, settings: Settings) -> None:
+    """On the shipped graph (the default variant is saved with the edit already in it)."""
+    shipped = VariantStore(settings.cache_dir).file_of(SHIPPED)
+    engine = Engine(replace(synthesizer.engine.config, model_path=shipped))
     assert engine.has_durations and engine.config.tail_frames is None
-    unedited = ort.InferenceSession(
-        str(engine.config.model_path), providers=["CPUExecutionProvider"]
-    )
+    unedited = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"])
     tokens = synthesizer.plan(SENTENCE)[0].tokens
     style = synthesizer.voices.style("jf_alpha", len(tokens))
     feed = {

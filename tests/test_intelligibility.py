@@ -8,9 +8,9 @@ import pytest
 
 from actors.audio import shape_segment
 from actors.segmentation import Segmenter
+from app.quality import Transcriber, word_error_rate
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
-from tests.speech import Transcriber, word_error_rate
 
 pytestmark = [pytest.mark.model, pytest.mark.speech]
 

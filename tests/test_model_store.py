@@ -10,9 +10,9 @@ from app.tts.model_store import (
     DEFAULT_MODEL_SHA256,
     check_user_model,
     ensure_default_model,
-    resolve_model,
     sha256_of,
 )
+from app.tts.variants import resolve_model
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import soundfile as sf
 
+from app.quality import Transcriber, word_error_rate
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 from tests.live import live_server
-from tests.speech import Transcriber, word_error_rate
 
 pytestmark = pytest.mark.model
 

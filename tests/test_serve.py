@@ -19,8 +19,8 @@ import soundfile as sf
 
 from app.local_server import free_port
 from app.plan_loader import STRATEGY_FILE
+from app.quality import Transcriber, words_of
 from app.settings import Settings
-from tests.speech import Transcriber, words_of
 
 pytestmark = [pytest.mark.model, pytest.mark.speech]
 

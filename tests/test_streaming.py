@@ -14,10 +14,10 @@ import pytest
 
 from actors.audio import encode_samples, shape_segment
 from actors.segmentation import Segmenter
+from app.quality import Transcriber, word_error_rate
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 from tests.live import Client, live_server
-from tests.speech import Transcriber, word_error_rate
 
 pytestmark = pytest.mark.model
 

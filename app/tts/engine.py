@@ -30,7 +30,12 @@ import onnxruntime as ort
 
 from app.errors import ModelFileError
 from app.tts.chunking import MAX_TOKENS
-from app.tts.graph_edits import DURATION_CAP_INPUT, DURATIONS_OUTPUT, add_duration_cap
+from app.tts.graph_edits import (
+    DURATION_CAP_INPUT,
+    DURATIONS_OUTPUT,
+    add_duration_cap,
+    has_duration_cap,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +119,8 @@ def _edited_graph(path: Path) -> bytes | None:
         raise ModelFileError(
             f"cannot load model {path}: not a valid ONNX model ({_first_line(error)})"
         ) from None
+    if has_duration_cap(model):
+        return None  # edited when it was built (a variant): ONNX Runtime reads the file itself
     try:
         applied = add_duration_cap(model)
     except Exception as error:  # onnx.checker rejects the edited graph

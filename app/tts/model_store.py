@@ -100,10 +100,3 @@ def check_user_model(path: Path) -> Path:
     if path.stat().st_size == 0:
         raise ModelFileError(f"model file {path} is empty")
     return path
-
-
-def resolve_model(user_path: Path | None, cache_dir: Path) -> Path:
-    """The model to load: the user's file if given, else the embedded default."""
-    if user_path is not None:
-        return check_user_model(user_path)
-    return ensure_default_model(cache_dir)

@@ -16,9 +16,9 @@ from app.providers import CPU, ProviderPlan
 from app.settings import Settings
 from app.tts.chunking import MAX_TOKENS, MIN_CALL_TOKENS, Chunker, TextChunk
 from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig, open_engines
-from app.tts.model_store import resolve_model
 from app.tts.normalize import normalize
 from app.tts.phonemes import Phonemizer, Tokenizer, load_vocab, pause_token_ids
+from app.tts.variants import resolve_model, tail_frames_of, variant_of
 from app.tts.voices import VoiceBank
 
 MIN_SPEED = 0.25
@@ -93,16 +93,21 @@ class Synthesizer:
         started = time.perf_counter()
         voices = VoiceBank.load(settings.voices_path)
         voices.check(settings.default_voice)
-        model_path = resolve_model(settings.model_path, settings.cache_dir)
+        plan = plan or ProviderPlan(CPU, 1, settings.intra_op_threads or 1)
+        model_path = resolve_model(
+            settings.model_path, settings.cache_dir, settings.variant, plan.provider
+        )
         vocab = load_vocab()
         model_seconds = time.perf_counter() - started
-        plan = plan or ProviderPlan(CPU, 1, settings.intra_op_threads or 1)
         config = EngineConfig(
             model_path,
             intra_op_threads=plan.threads if plan.provider == CPU else 1,
             providers=(plan.provider, CPU) if plan.provider != CPU else (CPU,),
             pause_tokens=pause_token_ids(vocab),
             arena_shrinkage=settings.arena_shrinkage,
+            tail_frames=tail_frames_of(
+                variant_of(settings.model_path, settings.variant, plan.provider)
+            ),
         )
         started = time.perf_counter()
         engines = open_engines(config, plan.sessions)
