@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -111,8 +112,10 @@ def _mount_points() -> list[tuple[str, str, str, str]]:
     return mounts
 
 
+@functools.cache
 def cgroup_memory_dir() -> tuple[Path, int] | None:
-    """This process's memory cgroup directory and its version (1 or 2), if mounted."""
+    """This process's memory cgroup directory and its version (1 or 2), if mounted (read once:
+    the monitor reads memory every 0.25 s and before admissions)."""
     try:
         lines = _PROC_CGROUP.read_text().splitlines()
     except OSError:

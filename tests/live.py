@@ -179,3 +179,10 @@ class Client:
 
     async def close(self) -> None:
         await self.ws.close()
+
+
+async def speak(client: Client, stream: str, text: str, **options: Any) -> None:
+    """Start a stream, send all of its text and end it (the server's defaults otherwise)."""
+    await client.start(stream, **options)
+    await client.send(type="text", stream=stream, text=text)
+    await client.send(type="end", stream=stream)

@@ -19,7 +19,7 @@ from app.admission import (
 from app.errors import BusyError
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
-from tests.live import Client, live_server
+from tests.live import Client, live_server, speak
 
 
 def key(name: str) -> StreamKey:
@@ -170,12 +170,6 @@ PARAGRAPH = (
     "lens, trimmed the wick, and watched the ships pass far out at sea."
 )
 SHORT = "Good morning, how are you today?"
-
-
-async def speak(client: Client, stream: str, text: str) -> None:
-    await client.start(stream)
-    await client.send(type="text", stream=stream, text=text)
-    await client.send(type="end", stream=stream)
 
 
 @pytest.mark.model

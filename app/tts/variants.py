@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +39,7 @@ from app.tts.chunking import Chunker
 from app.tts.graph_edits import add_duration_cap
 from app.tts.model_store import (
     DEFAULT_MODEL_SHA256,
+    atomic_output,
     check_user_model,
     ensure_default_model,
     sha256_of,
@@ -299,7 +299,8 @@ class VariantStore:
         manifest = self.manifest()
         manifest[name] = entry
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.directory / MANIFEST, json.dumps(manifest, indent=2).encode())
+        with atomic_output(self.directory / MANIFEST) as out:
+            out.write(json.dumps(manifest, indent=2).encode())
 
     def sha256(self, name: str) -> str:
         """The expected hash of a variant's file (the shipped graph's is known)."""
@@ -364,8 +365,8 @@ class VariantStore:
             data = _checked(edited, variant.name, Path(work))
             steps.update()
             steps.set_postfix_str("write")
-            self.directory.mkdir(parents=True, exist_ok=True)
-            _write_atomic(self.path(variant.name), data)
+            with atomic_output(self.path(variant.name)) as out:
+                out.write(data)
             steps.update()
         self._record(
             variant.name,
@@ -394,19 +395,6 @@ def _checked(model: onnx.ModelProto, name: str, work: Path) -> bytes:
     except Exception as error:  # onnx and onnxruntime raise several unrelated types
         raise ModelFileError(f"variant {name} failed its checks: {error}") from None
     return data
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    descriptor, tmp_name = tempfile.mkstemp(prefix=target.name + ".", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def calibration_inputs() -> Calibration:
