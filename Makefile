@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make serve   install what the server needs and start it on 127.0.0.1:8000
 #   make test    install what the tests need and run lint, type checks and the tests
+#   (make test-long runs the long variants of the tests)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,9 +10,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 VENDOR := app/static/vendor/msgpack.min.js
 CHROMIUM := /usr/bin/chromium
+NFT := /usr/sbin/nft
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve test lint typecheck bench clean
+.PHONY: serve test test-long lint typecheck bench clean
 
 $(PY):
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -36,6 +38,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get update
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium
 
+# iproute2 and nftables for the shaped-network test (namespaces, veth, tbf, random loss).
+$(NFT):
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends iproute2 nftables
+
 serve: $(VENV)/.serve-installed $(VENDOR)
 	$(PY) -m app serve --host $(HOST) --port $(PORT)
 
@@ -46,8 +53,12 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(PY) -m mypy
 
-test: lint typecheck $(VENDOR) $(CHROMIUM)
+test: lint typecheck $(VENDOR) $(CHROMIUM) $(NFT)
 	$(PY) -m pytest
+
+# The long variants (tests marked `long`), left out of `make test`.
+test-long: lint typecheck $(VENDOR) $(CHROMIUM) $(NFT)
+	$(PY) -m pytest -m long
 
 bench: $(VENV)/.serve-installed
 	$(PY) -m app bench engine

@@ -28,7 +28,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from actors.messages import StreamKey
 from app.errors import BusyError
@@ -124,12 +124,7 @@ class Admission:
         recovery (``memory_pressure``) makes certain to pass anyway."""
         low_memory = self._memory.refusal() if self._memory is not None else None
         if low_memory is not None:
-            self.refused += 1
-            raise BusyError(
-                f"{low_memory}; retry after retry_after_ms",
-                retry_after_ms=MEMORY_RETRY_MS,
-                stream=key.stream,
-            )
+            self._refuse(key, low_memory)
         if not self._waiters and self._has_room():
             self._take(key)
             return
@@ -177,17 +172,17 @@ class Admission:
             self._take(key)
             future.set_result(None)
 
-    def _refuse(self, key: StreamKey) -> None:
+    def _refuse(self, key: StreamKey, low_memory: str | None = None) -> NoReturn:
         self.refused += 1
-        why = (
-            f"new streams wait while {self._paused}"
-            if self._paused is not None
-            else f"the server is at capacity ({self.capacity()} streams synthesizing)"
-        )
+        if low_memory is not None:
+            why, retry_ms = low_memory, MEMORY_RETRY_MS
+        elif self._paused is not None:
+            why, retry_ms = f"new streams wait while {self._paused}", PAUSED_RETRY_MS
+        else:
+            why = f"the server is at capacity ({self.capacity()} streams synthesizing)"
+            retry_ms = self.retry_after_ms()
         raise BusyError(
-            f"{why}; retry after retry_after_ms",
-            retry_after_ms=self.retry_after_ms(),
-            stream=key.stream,
+            f"{why}; retry after retry_after_ms", retry_after_ms=retry_ms, stream=key.stream
         )
 
     def retry_after_ms(self) -> int:

@@ -227,14 +227,13 @@ def cmd_voices(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn  # noqa: PLC0415  (only the server needs it)
-
-    from app.plan_loader import load_for_serving  # noqa: PLC0415
+    from app.plan_loader import load_for_serving  # noqa: PLC0415  (only the server needs it)
     from app.server import create_app  # noqa: PLC0415
+    from app.uvicorn_server import GracefulServer, uvicorn_config  # noqa: PLC0415
 
     synthesizer, plan_choice = load_for_serving(settings)
     fatal: list[str] = []
-    server: uvicorn.Server | None = None
+    server: GracefulServer | None = None
 
     def on_fatal(message: str) -> None:
         fatal.append(message)
@@ -248,16 +247,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         plan_choice,
         startup_seconds=plan_choice.load_phases(synthesizer),
     )
-    config = uvicorn.Config(
+    config = uvicorn_config(
         app,
+        settings,
         host=settings.host,
         port=settings.port,
         log_level=args.log_level,
         lifespan="on",
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=False,
     )
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, app.state.service)
     try:
         server.run()
     finally:

@@ -80,6 +80,19 @@ class BusyError(TTSError):
         self.stream = stream
 
 
+class ShuttingDownError(TTSError):
+    """The server is shutting down: reconnect (another replica, or this one once restarted)."""
+
+    code = "shutting_down"
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_ms: int, stream: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+        self.stream = stream
+
+
 class BadPlanError(TTSError):
     """A provider plan that cannot be parsed (``cpu:2x1`` is the form)."""
 

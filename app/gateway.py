@@ -3,7 +3,10 @@
 One ``Connection`` per socket. It decodes client messages (``app.wire``), runs each stream's
 segmenter and chunker actors under the connection's own supervisor, and serialises every write to
 the socket. Bad input is answered with an ``error`` frame and never ends the connection's other
-streams; a disconnect cancels the connection's streams and frees their work.
+streams; a disconnect cancels the connection's streams and frees their work. Messages beyond the
+connection's rate and streams beyond its own or its client address's limit are refused the same
+way. At shutdown (``app.drain``) new streams are refused, open ones may finish for a grace
+period, and the rest end with ``done`` (reason ``shutdown``).
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from actors.messages import EndIn, FlushIn, StreamFinished, StreamKey, StreamSta
 from actors.segmenter import SegmenterActor
 from actors.supervisor import Supervisor
 from app import wire
+from app.client_streams import ClientStreams
+from app.drain import RECONNECT_AFTER_MS, Drain
 from app.errors import TTSError
 from app.pipeline import Pipeline
+from app.rate_limit import TokenBucket
 from app.service import Service
 from app.settings import Settings
 from app.tracing import StreamTrace, Tracing
@@ -33,6 +39,7 @@ from app.tracing import StreamTrace, Tracing
 logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 CLOSE_OVERLOADED = 1013
 
 
@@ -55,10 +62,20 @@ class Connection:
         pipeline: Pipeline,
         settings: Settings,
         tracing: Tracing | None = None,
+        *,
+        client_streams: ClientStreams | None = None,
+        drain: Drain | None = None,
     ) -> None:
+        """``client_streams`` and ``drain`` are shared by all connections (the service's)."""
         self.websocket = websocket
         self.pipeline = pipeline
         self.settings = settings
+        self.address = websocket.client.host if websocket.client else "unknown"
+        self.client_streams = client_streams or ClientStreams(settings.max_streams_per_client)
+        self.drain = drain or Drain()
+        self._rate = TokenBucket(settings.max_messages_per_s, max(1.0, settings.max_messages_per_s))
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.session = uuid.uuid4().hex[:12]
         self.tracing = tracing or Tracing()
         self._span = self.tracing.connection(self.session)
@@ -106,15 +123,39 @@ class Connection:
         async with Supervisor(name=f"connection:{self.session}", drain_timeout=2.0) as sup:
             self._supervisor = sup
             reaper = asyncio.create_task(self._reap_finished(), name=f"reaper:{self.session}")
+            self.drain.join(self)
             try:
                 await self._receive_loop()
             finally:
+                self.drain.leave(self)
                 self._closed = True
                 reaper.cancel()
                 await asyncio.wait([reaper])
                 for stream in list(self._streams.values()):
                     await self._drop(stream)
                 self._span.end()
+
+    async def wait_idle(self) -> None:
+        """Return once no stream is open (for the shutdown drain)."""
+        await self._idle.wait()
+
+    async def end(self, reason: str) -> None:
+        """Shutdown: end each open stream with ``done`` (``reason``), say why, close (1001)."""
+        for stream in list(self._streams.values()):
+            result = await self._drop(stream, reason)
+            if result is not None:
+                await self.send(done_message(result))
+        await self.send(
+            wire.error(
+                "shutting_down",
+                "the server is shutting down; reconnect",
+                fatal=True,
+                retry_after_ms=RECONNECT_AFTER_MS,
+            )
+        )
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self.websocket.close(CLOSE_GOING_AWAY)
 
     async def _receive_loop(self) -> None:
         while True:
@@ -133,8 +174,7 @@ class Connection:
             if data is None:
                 data = message.get("text") or ""
             try:
-                decoded = wire.decode_client(data, max_bytes=self.settings.max_message_bytes)
-                await self._dispatch(decoded, received_at)
+                await self._dispatch(self._decode_within_rate(data), received_at)
             except TTSError as error:
                 stream = getattr(error, "stream", None)
                 retry_after_ms = getattr(error, "retry_after_ms", None)
@@ -145,6 +185,26 @@ class Connection:
                 )
 
     # --- messages --------------------------------------------------------------------------
+
+    def _decode_within_rate(self, data: bytes | str) -> wire.ClientMessage:
+        """Decode a frame; every frame, valid or not, counts against the message rate, and one
+        over it is refused as ``rate_limited`` (naming its stream when it has one)."""
+        within_rate = self._rate.take()
+        try:
+            decoded = wire.decode_client(data, max_bytes=self.settings.max_message_bytes)
+        except wire.ProtocolError:
+            if within_rate:
+                raise
+            decoded = None
+        if not within_rate:
+            raise wire.ProtocolError(
+                "rate_limited",
+                f"more than {self.settings.max_messages_per_s:g} messages per second; "
+                "this one was dropped",
+                stream=getattr(decoded, "stream", None),
+            )
+        assert decoded is not None
+        return decoded
 
     def _stream(self, name: str) -> _Stream:
         stream = self._streams.get(name)
@@ -199,18 +259,25 @@ class Connection:
                 f"at most {self.settings.max_streams_per_connection} streams per connection",
                 stream=message.stream,
             )
+        self.drain.check(message.stream)
         voice = message.voice or self.settings.default_voice
         try:
             self.pipeline.synthesizer.voices.check(voice)
         except TTSError as error:
             raise wire.ProtocolError(error.code, error.message, stream=message.stream) from None
+        self.client_streams.open(self.address, message.stream)
         key = StreamKey(self.session, message.stream)
-        await self.pipeline.admit(key)  # BusyError beyond capacity
         try:
-            await self._open(key, message, voice)
+            await self.pipeline.admit(key)  # BusyError beyond capacity
+            try:
+                await self._open(key, message, voice)
+            except BaseException:
+                self.pipeline.release(key)
+                raise
         except BaseException:
-            self.pipeline.release(key)
+            self.client_streams.close(self.address)
             raise
+        self._idle.clear()
         self.pipeline.metrics.observe(StreamStarted(key, received_at))
 
     async def _open(self, key: StreamKey, message: wire.Start, voice: str) -> None:
@@ -258,12 +325,18 @@ class Connection:
             if stream is not None and stream.key == key:
                 await self._drop(stream)
 
-    async def _drop(self, stream: _Stream) -> StreamFinished | None:
+    async def _drop(self, stream: _Stream, reason: str = "cancelled") -> StreamFinished | None:
         """Stop a stream's actors at once and forget it (no ``done`` is sent here).
 
-        Returns the stream's figures, counted as cancelled, if it had not finished by itself.
+        Returns the stream's figures, counted with ``reason``, if it had not finished by itself
+        (and None if another caller dropped it first).
         """
-        self._streams.pop(stream.key.stream, None)
+        if self._streams.get(stream.key.stream) is not stream:
+            return None
+        del self._streams[stream.key.stream]
+        self.client_streams.close(self.address)
+        if not self._streams:
+            self._idle.set()
         stream.segmenter.stop(drain=False)
         stream.chunker.stop(drain=False)
         try:
@@ -275,7 +348,7 @@ class Connection:
         if stream.chunker.result is not None:
             stream.trace.end(stream.chunker.result)
             return None
-        result = stream.chunker.summary("cancelled")
+        result = stream.chunker.summary(reason)
         stream.trace.end(result)
         self.pipeline.metrics.observe(result)
         return result
@@ -293,6 +366,7 @@ async def stream_endpoint(websocket: WebSocket) -> None:
     subprotocol = wire.SUBPROTOCOL if wire.SUBPROTOCOL in offered else None
     await websocket.accept(subprotocol=subprotocol)
     try:
+        service.drain.check()
         pipeline = service.pipeline
     except TTSError as error:
         await websocket.send_bytes(
@@ -300,4 +374,11 @@ async def stream_endpoint(websocket: WebSocket) -> None:
         )
         await websocket.close(CLOSE_OVERLOADED)
         return
-    await Connection(websocket, pipeline, service.settings, service.tracing).run()
+    await Connection(
+        websocket,
+        pipeline,
+        service.settings,
+        service.tracing,
+        client_streams=service.client_streams,
+        drain=service.drain,
+    ).run()

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hmac
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 import onnxruntime as ort
@@ -15,14 +16,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app import degradation, regression
+from app.admission import MEMORY_RETRY_MS
 from app.audio_formats import FORMATS, encode
 from app.bench_history import HISTORY_FILE, BenchHistory
 from app.errors import TextTooLongError, TTSError
+from app.pipeline import Pipeline
 from app.plan_loader import PlanChoice
 from app.prometheus_metrics import CONTENT_TYPE
 from app.service import Phase, Service
 from app.tts.engine import SAMPLE_RATE
 from app.tts.synthesizer import MAX_SPEED, MIN_SPEED
+from app.tts.variants import variant_of
 
 MODEL_NAMES = ("kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 """Accepted ``model`` values: ours, and OpenAI's names so that OpenAI clients work unchanged."""
@@ -76,13 +80,18 @@ async def speech(request: Request) -> Response:
     if len(req.input) > limit:
         too_long = TextTooLongError(f"input has {len(req.input)} characters; the limit is {limit}")
         return error_response(too_long.http_status, too_long.code, too_long.message)
+    try:
+        service.drain.check()
+    except TTSError as error:
+        return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
     if service.request_slots.locked():
         return error_response(
             503, "busy", "too many synthesis requests in progress", {"Retry-After": "1"}
         )
     low_memory = service.memory.refusal()
     if low_memory is not None:
-        return error_response(503, "busy", low_memory, {"Retry-After": "3"})
+        retry_s = str(MEMORY_RETRY_MS // 1000)
+        return error_response(503, "busy", low_memory, {"Retry-After": retry_s})
     async with service.request_slots:
         try:
             with service.foreground.active(object()):  # background benchmarks give way
@@ -132,9 +141,24 @@ async def stats(request: Request) -> Response:
         return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
     body = pipeline.stats()
     body["memory"] = service.memory.stats()
+    body["models"] = _served_models(service.settings.model_path, service.settings.variant, pipeline)
     if service.plan_choice is not None:
         body["plan"] = _plan_report(service.plan_choice)
     return JSONResponse(body)
+
+
+def _served_models(
+    user_model: Path | None, variant: str, pipeline: Pipeline
+) -> list[dict[str, str | None]]:
+    """Which graph each provider's sessions run (after a swap, the new ones)."""
+    served = {
+        (worker.engine.config.providers[0], worker.engine.config.model_path.name)
+        for worker in pipeline.workers
+    }
+    return [
+        {"provider": provider, "variant": variant_of(user_model, variant, provider), "file": name}
+        for provider, name in sorted(served)
+    ]
 
 
 def _plan_report(choice: PlanChoice) -> dict[str, Any]:
@@ -153,6 +177,8 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     service = _service(request)
+    if service.drain.started:  # load balancers: send new clients elsewhere
+        return JSONResponse({"status": "draining"}, 503, headers={"Retry-After": "1"})
     body: dict[str, Any] = {"status": service.phase.value}
     if service.error:
         body["error"] = service.error

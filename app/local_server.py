@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -48,15 +48,20 @@ def start_server(
     args: Sequence[str] = (),
     host: str = LOOPBACK,
     prefix: Sequence[str] = (),
+    *,
+    log_level: str = "info",
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start the server with this process's environment; its output goes to ``log_path``.
-    ``prefix`` runs it through another command (which must ``exec`` it)."""
+    """Start the server with this process's environment and ``env`` over it; its output goes to
+    ``log_path``. ``prefix`` runs it through another command (which must ``exec`` it)."""
     command = [
         *prefix,
-        *(sys.executable, "-m", "app", "serve", "--host", host, "--port", str(port), *args),
+        *(sys.executable, "-m", "app", "--log-level", log_level, "serve"),
+        *("--host", host, "--port", str(port), *args),
     ]
     with log_path.open("wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+        environment = {**os.environ, **(env or {})}
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
 
 
 def wait_ready(

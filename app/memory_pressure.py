@@ -28,7 +28,7 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,14 +198,18 @@ def read_memory(configured_limit_bytes: int = 0) -> MemoryReading | None:
     return max(present, key=lambda reading: reading.ratio, default=None)
 
 
+async def _release_nothing() -> None:
+    """The default idle release: no sessions to release."""
+
+
 @dataclass(slots=True)
 class PressureActions:
     """What the monitor changes; set by the service to reach the running pipeline."""
 
     shrink: Callable[[bool], None] = lambda on: None
     """Turn arena shrinkage after every call on or off."""
-    release_idle: Callable[[], Any] = lambda: None
-    """Give idle sessions' arena memory back now (may return an awaitable)."""
+    release_idle: Callable[[], Awaitable[None]] = _release_nothing
+    """Give idle sessions' arena memory back now (the default does nothing)."""
 
 
 class MemoryMonitor:
@@ -304,9 +308,7 @@ class MemoryMonitor:
         while True:
             level = self.update()
             if level >= PressureLevel.SHRINK:
-                released = self.actions.release_idle()
-                if asyncio.iscoroutine(released):
-                    await released
+                await self.actions.release_idle()
             await asyncio.sleep(poll_s)
 
     def stats(self) -> dict[str, Any]:

@@ -8,11 +8,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from app.access import AccessMiddleware, AccessPolicy
 from app.bench import EngineBenchmark
 from app.gateway import stream_endpoint
 from app.http_api import routes
@@ -72,7 +74,9 @@ def create_app(
                 await asyncio.wait([running])
             await asyncio.to_thread(service.close)
 
+    policy = AccessPolicy(settings.api_key, settings.allowed_origins)
     app = Starlette(
+        middleware=[Middleware(AccessMiddleware, policy=policy)],
         routes=[
             *routes,
             WebSocketRoute("/v1/stream", stream_endpoint),

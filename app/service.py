@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from app.admission import AdmissionPolicy
 from app.bench import EngineBenchmark
 from app.bench_history import HISTORY_FILE, BenchHistory
+from app.client_streams import ClientStreams
 from app.degradation import CostModel
+from app.drain import Drain
 from app.errors import NotReadyError, TTSError
 from app.foreground import Foreground
 from app.memory_pressure import MemoryMonitor, PressureActions
@@ -85,6 +87,8 @@ class Service:
         )
         self.prometheus.watch_memory(self.memory)
         self.prometheus.watch_benchmark(lambda: self.benchmark.last if self.benchmark else None)
+        self.drain = Drain()
+        self.client_streams = ClientStreams(settings.max_streams_per_client)
 
     @property
     def synthesizer(self) -> Synthesizer:

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.access import parse_origins
 from app.tts.chunking import MAX_TOKENS
 
 ENV_PREFIX = "KOKORO_"
@@ -142,6 +143,23 @@ class Settings:
     """Put segments' text in trace spans (off: user text stays out of traces)."""
     admin_token: str | None = field(default=None, repr=False)
     """Bearer token of the admin API (``/v1/admin/...``); without one the admin API is off."""
+    api_key: str | None = field(default=None, repr=False)
+    """Key clients must present (``Authorization: Bearer`` or a ``bearer.<key>`` subprotocol;
+    see ``app.access``); without one, whoever reaches the port may use it."""
+    allowed_origins: frozenset[str] = frozenset()
+    """Browser origins allowed besides the server's own (``*``: any); see ``app.access``."""
+    max_streams_per_client: int = 16
+    """Streams one client address may have open over all its connections."""
+    max_messages_per_s: float = 200.0
+    """Messages one connection may send per second, in bursts of up to as many; more are
+    answered ``rate_limited`` and dropped."""
+    ping_interval_s: float = 20.0
+    """How often the server pings each WebSocket; 0 turns pings off."""
+    ping_timeout_s: float = 20.0
+    """A WebSocket whose pong is this late is closed (a dead peer or link)."""
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM: how long streams in progress may take to finish before they are ended with
+    ``done`` (reason ``shutdown``); new connections and streams are refused meanwhile."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -179,6 +197,15 @@ class Settings:
             inference_timeout_s=_env_float("INFERENCE_TIMEOUT_S", defaults.inference_timeout_s),
             probe_after_s=_env_float("PROBE_AFTER_S", defaults.probe_after_s),
             admin_token=_env("ADMIN_TOKEN"),
+            api_key=_env("API_KEY"),
+            allowed_origins=parse_origins(_env("ALLOWED_ORIGINS") or ""),
+            max_streams_per_client=_env_int(
+                "MAX_STREAMS_PER_CLIENT", defaults.max_streams_per_client
+            ),
+            max_messages_per_s=_env_float("MAX_MESSAGES_PER_S", defaults.max_messages_per_s),
+            ping_interval_s=_env_seconds("PING_INTERVAL_S", defaults.ping_interval_s),
+            ping_timeout_s=_env_seconds("PING_TIMEOUT_S", defaults.ping_timeout_s),
+            shutdown_grace_s=_env_seconds("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
             trace_text=(_env("TRACE_TEXT") or "").lower() in ("1", "true", "yes"),
             bench_interval_s=_env_seconds("BENCH_INTERVAL_S", defaults.bench_interval_s),
             bench_quiet_s=_env_seconds("BENCH_QUIET_S", defaults.bench_quiet_s),

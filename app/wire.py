@@ -37,7 +37,31 @@ TOO_BIG: Final = "too_big"
 ENCODINGS: Final = ("pcm_s16le", "f32le")
 SAMPLE_RATE: Final = 24000
 TIMESTAMP_MODES: Final = ("none", "word")
-DONE_REASONS: Final = ("complete", "cancelled", "error", "timeout")
+DONE_REASONS: Final = ("complete", "cancelled", "error", "timeout", "shutdown")
+ERROR_CODES: Final = frozenset(
+    {
+        "bad_message",
+        "too_big",
+        "unknown_type",
+        "unknown_voice",
+        "bad_voice",
+        "unknown_stream",
+        "stream_exists",
+        "stream_ended",
+        "too_many_streams",
+        "text_too_long",
+        "rate_limited",
+        "idle_timeout",
+        "unauthorized",
+        "not_ready",
+        "busy",
+        "shutting_down",
+        "inference_failed",
+        "internal",
+    }
+)
+"""Every ``error`` code the WebSocket sends (docs/protocol.md says when); clients may rely on
+them."""
 MIN_SPEED: Final = 0.25
 MAX_SPEED: Final = 4.0
 MIN_FRAME_MS: Final = 10

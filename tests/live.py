@@ -14,7 +14,6 @@ import httpx
 import msgpack
 import numpy as np
 import numpy.typing as npt
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from app import wire
@@ -24,14 +23,18 @@ from app.service import Service
 from app.settings import Settings
 from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
+from app.uvicorn_server import GracefulServer, uvicorn_config
 
 
 @contextmanager
 def live_server(
-    settings: Settings, synthesizer: Synthesizer, tracing: Tracing | None = None
+    settings: Settings,
+    synthesizer: Synthesizer,
+    tracing: Tracing | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[str]:
-    """Run uvicorn with the given synthesizer in a thread; yields ``http://127.0.0.1:PORT``."""
-    with live_service(settings, synthesizer, tracing) as (base, _):
+    """Run uvicorn with the given synthesizer in a thread; yields ``http://HOST:PORT``."""
+    with live_service(settings, synthesizer, tracing, host=host) as (base, _):
         yield base
 
 
@@ -41,23 +44,20 @@ def live_service(
     synthesizer: Synthesizer,
     tracing: Tracing | None = None,
     benchmark: EngineBenchmark | None = None,
+    host: str = "127.0.0.1",
 ) -> Iterator[tuple[str, Service]]:
     """``live_server`` that also yields the server's ``Service``, to inspect (it runs on the
-    server thread's event loop: read it, do not await it)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    server thread's event loop: read it, do not await it). It listens on ``host`` only."""
+    # IPPROTO_TCP, not the default 0: asyncio turns Nagle's algorithm off only on sockets it
+    # can tell are TCP, and with it on a second small frame waits ~40 ms for the first's ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind((host, 0))
     port = sock.getsockname()[1]
     app = create_app(settings, synthesizer, tracing=tracing, benchmark=benchmark)
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=False,
-    )
-    server = uvicorn.Server(config)
+    server = GracefulServer(uvicorn_config(app, settings, log_level="warning"), app.state.service)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://{host}:{port}"
     deadline = time.monotonic() + 60
     try:
         while True:  # another thread's event loop: readiness can only be polled

@@ -17,8 +17,10 @@ from app.admission import (
     AdmissionPolicy,
 )
 from app.errors import BusyError
+from app.providers import CPU
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
+from app.tts.variants import variant_of
 from tests.live import Client, live_server, speak
 
 
@@ -249,6 +251,8 @@ async def test_the_settings_reach_the_scheduler_and_admission(
     measured = admission["throughput_audio_per_s"]
     assert admission["capacity_streams"] == max(1, int(measured * 0.5 + 1e-9))
     assert ready["capacity"]["max_active_streams"] == admission["capacity_streams"]
+    served = {"provider": CPU, "variant": variant_of(settings.model_path, settings.variant)}
+    assert stats["models"] == [{**served, "file": synthesizer.engine.config.model_path.name}]
 
 
 async def test_while_paused_no_stream_is_admitted_and_waiters_get_in_after() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
@@ -33,20 +34,26 @@ PARAGRAPH = (
 
 
 @pytest.fixture(scope="module")
-def page(settings: Settings, synthesizer: Synthesizer) -> Iterator[Page]:
+def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), "make test installs Debian's chromium"
-    with (
-        live_server(settings, synthesizer) as base,
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 800})
-            page.goto(base + "/")
-            page.wait_for_function("window.ttsReady === true", timeout=30_000)
-            yield page
+            yield launched
         finally:
-            browser.close()
+            launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(settings: Settings, synthesizer: Synthesizer, browser: Browser) -> Iterator[Page]:
+    with live_server(settings, synthesizer) as base:
+        opened = browser.new_page(viewport={"width": 1100, "height": 800})
+        try:
+            opened.goto(base + "/")
+            opened.wait_for_function("window.ttsReady === true", timeout=30_000)
+            yield opened
+        finally:
+            opened.close()
 
 
 def state(page: Page) -> dict[str, Any]:
@@ -95,3 +102,28 @@ def test_stop_ends_the_stream_as_cancelled(page: Page) -> None:
     played = state(page)["samplesPlayed"]
     page.wait_for_timeout(300)  # the worklet reports every 100 ms: three reports later...
     assert state(page)["samplesPlayed"] == played, "...nothing more was played"
+
+
+def test_a_server_with_an_api_key_asks_for_it_and_plays_once_given(
+    settings: Settings, synthesizer: Synthesizer, browser: Browser
+) -> None:
+    key = "browser-key-9c4d"
+    locked = dataclasses.replace(settings, api_key=key)
+    with live_server(locked, synthesizer) as base:
+        page = browser.new_page()
+        try:
+            page.goto(base + "/")
+            page.wait_for_function(
+                "document.getElementById('message').textContent.includes('API key')",
+                timeout=30_000,
+            )
+            assert page.evaluate("window.ttsReady") is not True, "no voices without the key"
+            page.fill("#api-key", key)
+            page.dispatch_event("#api-key", "change")
+            page.wait_for_function("window.ttsReady === true", timeout=30_000)
+            page.fill("#text", "The key opened the door.")
+            page.click("#speak")
+            page.wait_for_function("window.ttsState.doneReason !== null", timeout=120_000)
+            assert state(page)["doneReason"] == "complete"
+        finally:
+            page.close()

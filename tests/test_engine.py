@@ -121,7 +121,7 @@ def test_a_terminated_run_raises_aborted(synthesizer: Synthesizer) -> None:
 
 def test_the_duration_edit_changes_no_sample(synthesizer: Synthesizer, settings: Settings) -> None:
     """On the shipped graph (the default variant is saved with the edit already in it)."""
-    shipped = VariantStore(settings.cache_dir).file_of(SHIPPED)
+    shipped = VariantStore(settings.cache_dir).ensure(SHIPPED)
     engine = Engine(replace(synthesizer.engine.config, model_path=shipped))
     assert engine.has_durations and engine.config.tail_frames is None
     unedited = ort.InferenceSession(str(shipped), providers=["CPUExecutionProvider"])

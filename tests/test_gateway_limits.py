@@ -71,3 +71,45 @@ def test_stream_limit_and_subprotocol(settings: Settings, synthesizer: Synthesiz
             ws.send_bytes(pack(type="start", stream=name))
         error = wire.decode_server(ws.receive_bytes())
         assert (error["code"], error["stream"]) == ("too_many_streams", "c")
+
+
+def test_messages_beyond_the_rate_are_refused_and_dropped(
+    settings: Settings, synthesizer: Synthesizer
+) -> None:
+    slow = dataclasses.replace(settings, max_messages_per_s=5)
+    with client_for(slow, synthesizer) as client, client.websocket_connect("/v1/stream") as ws:
+        wire.decode_server(ws.receive_bytes())
+        for t in range(30):
+            ws.send_bytes(pack(type="ping", t=t))
+        answers = [wire.decode_server(ws.receive_bytes()) for _ in range(30)]
+    pongs = [answer["t"] for answer in answers if answer["type"] == "pong"]
+    refusals = [answer for answer in answers if answer["type"] == "error"]
+    assert pongs[:5] == [0, 1, 2, 3, 4], "a burst of up to the rate passes"
+    assert len(pongs) < 30 and len(pongs) + len(refusals) == 30
+    assert {error["code"] for error in refusals} == {"rate_limited"}
+
+
+def test_streams_are_limited_per_client_address_over_its_connections(
+    settings: Settings, synthesizer: Synthesizer
+) -> None:
+    two = dataclasses.replace(settings, max_streams_per_client=2)
+    with (
+        client_for(two, synthesizer) as client,
+        client.websocket_connect("/v1/stream") as first,
+        client.websocket_connect("/v1/stream") as second,
+    ):
+        for ws in (first, second):
+            wire.decode_server(ws.receive_bytes())
+        first.send_bytes(pack(type="start", stream="a"))
+        second.send_bytes(pack(type="start", stream="b"))
+        second.send_bytes(pack(type="start", stream="c"))
+        error = wire.decode_server(second.receive_bytes())
+        assert (error["code"], error["stream"]) == ("too_many_streams", "c")
+        assert "client address" in error["message"]
+        first.send_bytes(pack(type="cancel", stream="a"))
+        assert wire.decode_server(first.receive_bytes())["type"] == "done"
+        second.send_bytes(pack(type="start", stream="c"))
+        second.send_bytes(pack(type="ping", t=1))
+        assert wire.decode_server(second.receive_bytes()) == {"type": "pong", "t": 1}, (
+            "the freed slot admits c"
+        )

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from app.client import SAMPLE_RATE, PlaybackClock, ServerError
@@ -23,6 +24,7 @@ from loadtest.report import LoadReport, build_report, render_markdown
 from loadtest.run import run_load_test
 from loadtest.sampler import parse_sample
 from loadtest.stats import percentile, step_rows, summarize
+from loadtest.target import target_server
 from loadtest.texts import CORPUS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -397,3 +399,15 @@ async def test_a_short_ramp_against_a_spawned_server(
         assert record.audio_seconds > 0 and record.client_ttfa_ms is not None
     assert {record.mode for record in admitted} <= {"whole", "words"}
     assert "| users | started |" in (out / "report.md").read_text()
+
+
+@pytest.mark.model
+async def test_a_spawned_server_runs_no_scheduled_benchmark(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOKORO_CACHE_DIR", str(settings.cache_dir))
+    monkeypatch.setenv("KOKORO_PLAN", "cpu:1x2")
+    monkeypatch.delenv("KOKORO_BENCH_INTERVAL_S", raising=False)
+    async with target_server(None, tmp_path) as target, httpx.AsyncClient() as http:
+        benchmarks = (await http.get(f"{target.base}/v1/benchmarks")).json()
+    assert benchmarks["scheduled"]["interval_s"] == 0, "it would compete with the raw loop"

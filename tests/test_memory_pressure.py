@@ -280,7 +280,11 @@ async def test_the_poll_loop_releases_idle_arenas_while_under_pressure(
 ) -> None:
     released = asyncio.Event()
     monitor = MemoryMonitor(read=memory.read, clock=memory.clock)
-    monitor.actions.release_idle = released.set
+
+    async def release_idle() -> None:
+        released.set()
+
+    monitor.actions.release_idle = release_idle
     memory.used = 750
     async with asyncio.TaskGroup() as group:
         polling = group.create_task(monitor.run(poll_s=0))

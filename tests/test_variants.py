@@ -77,7 +77,7 @@ def test_the_server_loads_a_variant_and_its_plan_cache_key_differs(
         assert synthesizer.speak_blocking("Hello there.", "jm_kumo").audio_seconds > 0.5
     finally:
         synthesizer.close()
-    shipped = current_components(store.file_of(SHIPPED), None, [], "jm_kumo")
+    shipped = current_components(store.ensure(SHIPPED), None, [], "jm_kumo")
     edited = current_components(store.path(EDITED), None, [], "jm_kumo")
     assert shipped["model_sha256"] != edited["model_sha256"]
 
@@ -102,3 +102,10 @@ def test_the_report_measures_every_variant_and_applies_the_gate(
     )
     assert "| int8-snake |" in (tmp_path / "variants.md").read_text()
     assert (tmp_path / "variants.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_default_is_the_committed_reports_fastest_passing_variant() -> None:
+    report = json.loads((Path(__file__).parent.parent / "docs/variants/variants.json").read_text())
+    passing = [row for row in report["rows"] if row["passes"]]
+    fastest = min(passing, key=lambda row: row["text_seconds"])
+    assert report["fastest_passing"] == fastest["variant"] == DEFAULT_VARIANT

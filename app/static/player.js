@@ -49,6 +49,7 @@ const ui = {
   transcript: $("transcript"),
   message: $("message"),
   plot: $("plot"),
+  apiKey: $("api-key"),
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -129,9 +130,13 @@ let serverInfo = null;
 
 function connect() {
   if (ws && wsReady) return wsReady;
-  const socket = new WebSocket(WS_URL, "tts.v1");
+  // Browsers cannot set headers on a WebSocket: an API key travels as a second subprotocol
+  // (the server echoes back only tts.v1).
+  const key = ui.apiKey.value.trim();
+  const socket = new WebSocket(WS_URL, key ? ["tts.v1", `bearer.${key}`] : "tts.v1");
   socket.binaryType = "arraybuffer";
   ws = socket;
+  let fatal = null; // the server's reason when it closes the connection on us
   wsReady = new Promise((resolve, reject) => {
     socket.onmessage = (event) => {
       let msg;
@@ -141,6 +146,7 @@ function connect() {
         console.warn("undecodable message", err);
         return;
       }
+      if (msg.type === "error" && msg.fatal) fatal = msg.message;
       if (msg.type === "ready") {
         serverInfo = msg;
         if (!window.ttsReady) fillVoices(msg.voices.map((name) => ({ name })), null);
@@ -154,7 +160,7 @@ function connect() {
         ws = null;
         wsReady = null;
       }
-      reject(new Error(`connection closed (${event.code})`));
+      reject(new Error(fatal || `connection closed (${event.code})`));
       if (cur && cur.open) failStream(`connection closed (code ${event.code})`);
     };
   });
@@ -590,7 +596,9 @@ function fillVoices(voices, defaultVoice) {
 
 async function loadVoices() {
   try {
-    const response = await fetch(`${HTTP_BASE}/v1/voices`);
+    const key = ui.apiKey.value.trim();
+    const headers = key ? { Authorization: `Bearer ${key}` } : {};
+    const response = await fetch(`${HTTP_BASE}/v1/voices`, { headers });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
     fillVoices(body.voices, body.default);
@@ -606,6 +614,13 @@ ui.speed.addEventListener("input", () => (ui.speedValue.textContent = `${Number(
 ui.speak.addEventListener("click", () => speak());
 ui.stop.addEventListener("click", () => stop());
 ui.live.addEventListener("change", () => setLive(ui.live.checked));
+ui.apiKey.addEventListener("change", () => {
+  if (ws) ws.close(); // the next connection presents the new key
+  ws = null;
+  wsReady = null;
+  showMessage("");
+  loadVoices();
+});
 ui.text.addEventListener("input", () => pumpLive());
 ui.text.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !ui.live.checked) speak();
