@@ -67,30 +67,29 @@ class NotReadyError(TTSError):
     retryable = True
 
 
-class BusyError(TTSError):
+class RetryLaterError(TTSError):
+    """A refusal that says when to try again (``retry_after_ms``); ``stream`` when it answers
+    a stream's ``start``."""
+
+    http_status = 503
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_ms: int, stream: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+        self.stream = stream
+
+
+class BusyError(RetryLaterError):
     """The server is at capacity; the client should retry after ``retry_after_ms``."""
 
     code = "busy"
-    http_status = 503
-    retryable = True
-
-    def __init__(self, message: str, *, retry_after_ms: int, stream: str | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_ms = retry_after_ms
-        self.stream = stream
 
 
-class ShuttingDownError(TTSError):
+class ShuttingDownError(RetryLaterError):
     """The server is shutting down: reconnect (another replica, or this one once restarted)."""
 
     code = "shutting_down"
-    http_status = 503
-    retryable = True
-
-    def __init__(self, message: str, *, retry_after_ms: int, stream: str | None = None) -> None:
-        super().__init__(message)
-        self.retry_after_ms = retry_after_ms
-        self.stream = stream
 
 
 class BadPlanError(TTSError):

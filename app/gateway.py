@@ -61,23 +61,23 @@ class Connection:
         websocket: WebSocket,
         pipeline: Pipeline,
         settings: Settings,
-        tracing: Tracing | None = None,
+        tracing: Tracing,
         *,
-        client_streams: ClientStreams | None = None,
-        drain: Drain | None = None,
+        client_streams: ClientStreams,
+        drain: Drain,
     ) -> None:
         """``client_streams`` and ``drain`` are shared by all connections (the service's)."""
         self.websocket = websocket
         self.pipeline = pipeline
         self.settings = settings
         self.address = websocket.client.host if websocket.client else "unknown"
-        self.client_streams = client_streams or ClientStreams(settings.max_streams_per_client)
-        self.drain = drain or Drain()
+        self.client_streams = client_streams
+        self.drain = drain
         self._rate = TokenBucket(settings.max_messages_per_s, max(1.0, settings.max_messages_per_s))
         self._idle = asyncio.Event()
         self._idle.set()
         self.session = uuid.uuid4().hex[:12]
-        self.tracing = tracing or Tracing()
+        self.tracing = tracing
         self._span = self.tracing.connection(self.session)
         self._streams: dict[str, _Stream] = {}
         self._write_lock = asyncio.Lock()

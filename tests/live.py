@@ -14,12 +14,13 @@ import httpx
 import msgpack
 import numpy as np
 import numpy.typing as npt
+from starlette.testclient import TestClient
 from websockets.asyncio.client import ClientConnection, connect
 
 from app import wire
 from app.bench import EngineBenchmark
 from app.server import create_app
-from app.service import Service
+from app.service import Phase, Service
 from app.settings import Settings
 from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
@@ -186,3 +187,13 @@ async def speak(client: Client, stream: str, text: str, **options: Any) -> None:
     await client.start(stream, **options)
     await client.send(type="text", stream=stream, text=text)
     await client.send(type="end", stream=stream)
+
+
+@contextmanager
+def in_process_client(settings: Settings, synthesizer: Synthesizer) -> Iterator[TestClient]:
+    """The app in this process behind Starlette's TestClient, once its service is ready."""
+    with TestClient(create_app(settings, synthesizer)) as client:
+        service: Service = client.app.state.service  # type: ignore[attr-defined]
+        assert client.portal is not None
+        assert client.portal.call(service.wait_settled) is Phase.READY
+        yield client

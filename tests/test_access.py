@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from starlette.datastructures import Headers
@@ -13,10 +12,10 @@ from starlette.websockets import WebSocketDisconnect
 
 from app import wire
 from app.access import AccessPolicy, parse_origins
-from app.server import create_app
-from app.service import Phase, Service
+from app.service import Service
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
+from tests.live import in_process_client
 
 KEY = "k3y-for-tests-7f2a"
 OWN_ORIGIN = "http://testserver"  # TestClient's Host is "testserver"
@@ -54,21 +53,12 @@ def test_the_key_comes_as_a_bearer_header_or_subprotocol() -> None:
     assert AccessPolicy().key_accepted(Headers({})), "no key configured: open"
 
 
-@contextmanager
-def client_for(settings: Settings, synthesizer: Synthesizer) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, synthesizer)) as client:
-        service: Service = client.app.state.service  # type: ignore[attr-defined]
-        assert client.portal is not None
-        assert client.portal.call(service.wait_settled) is Phase.READY
-        yield client
-
-
 @pytest.fixture(scope="module")
 def guarded(settings: Settings, synthesizer: Synthesizer) -> Iterator[TestClient]:
     locked = dataclasses.replace(
         settings, api_key=KEY, allowed_origins=parse_origins("https://app.example")
     )
-    with client_for(locked, synthesizer) as client:
+    with in_process_client(locked, synthesizer) as client:
         yield client
 
 
@@ -131,7 +121,7 @@ def test_another_sites_page_is_refused_before_accept(guarded: TestClient) -> Non
 
 @pytest.mark.model
 def test_ready_turns_503_while_draining(settings: Settings, synthesizer: Synthesizer) -> None:
-    with client_for(settings, synthesizer) as client:
+    with in_process_client(settings, synthesizer) as client:
         assert client.get("/ready").status_code == 200
         service: Service = client.app.state.service  # type: ignore[attr-defined]
         service.drain.started = True  # what SIGTERM does first (the full path: test_shutdown)

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import msgpack
 import pytest
-from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from app import wire
-from app.server import create_app
-from app.service import Phase, Service
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
+from tests.live import in_process_client
 
 pytestmark = pytest.mark.model
-
-
-@contextmanager
-def client_for(settings: Settings, synthesizer: Synthesizer) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, synthesizer)) as client:
-        service: Service = client.app.state.service  # type: ignore[attr-defined]
-        assert client.portal is not None
-        assert client.portal.call(service.wait_settled) is Phase.READY
-        yield client
 
 
 def pack(**message: Any) -> bytes:
@@ -38,7 +25,10 @@ def test_a_message_over_the_size_limit_is_refused(
     settings: Settings, synthesizer: Synthesizer
 ) -> None:
     small = dataclasses.replace(settings, max_message_bytes=1024)
-    with client_for(small, synthesizer) as client, client.websocket_connect("/v1/stream") as ws:
+    with (
+        in_process_client(small, synthesizer) as client,
+        client.websocket_connect("/v1/stream") as ws,
+    ):
         ready = wire.decode_server(ws.receive_bytes())
         assert ready["limits"]["max_message_bytes"] == 1024
         ws.send_bytes(pack(type="text", stream="a", text="x" * 2000))
@@ -50,7 +40,10 @@ def test_a_message_over_the_size_limit_is_refused(
 
 def test_an_idle_connection_is_closed(settings: Settings, synthesizer: Synthesizer) -> None:
     quick = dataclasses.replace(settings, idle_timeout_s=0.2)
-    with client_for(quick, synthesizer) as client, client.websocket_connect("/v1/stream") as ws:
+    with (
+        in_process_client(quick, synthesizer) as client,
+        client.websocket_connect("/v1/stream") as ws,
+    ):
         wire.decode_server(ws.receive_bytes())
         error = wire.decode_server(ws.receive_bytes())  # nothing sent: the timeout fires
         assert error["code"] == "idle_timeout" and error["fatal"] is True
@@ -62,7 +55,7 @@ def test_an_idle_connection_is_closed(settings: Settings, synthesizer: Synthesiz
 def test_stream_limit_and_subprotocol(settings: Settings, synthesizer: Synthesizer) -> None:
     two = dataclasses.replace(settings, max_streams_per_connection=2)
     with (
-        client_for(two, synthesizer) as client,
+        in_process_client(two, synthesizer) as client,
         client.websocket_connect("/v1/stream", subprotocols=["tts.v1"]) as ws,
     ):
         assert ws.accepted_subprotocol == "tts.v1"
@@ -77,7 +70,10 @@ def test_messages_beyond_the_rate_are_refused_and_dropped(
     settings: Settings, synthesizer: Synthesizer
 ) -> None:
     slow = dataclasses.replace(settings, max_messages_per_s=5)
-    with client_for(slow, synthesizer) as client, client.websocket_connect("/v1/stream") as ws:
+    with (
+        in_process_client(slow, synthesizer) as client,
+        client.websocket_connect("/v1/stream") as ws,
+    ):
         wire.decode_server(ws.receive_bytes())
         for t in range(30):
             ws.send_bytes(pack(type="ping", t=t))
@@ -94,7 +90,7 @@ def test_streams_are_limited_per_client_address_over_its_connections(
 ) -> None:
     two = dataclasses.replace(settings, max_streams_per_client=2)
     with (
-        client_for(two, synthesizer) as client,
+        in_process_client(two, synthesizer) as client,
         client.websocket_connect("/v1/stream") as first,
         client.websocket_connect("/v1/stream") as second,
     ):
