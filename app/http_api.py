@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from app import degradation, regression
+from app.access import AccessPolicy
 from app.admission import MEMORY_RETRY_MS
 from app.audio_formats import FORMATS, encode
 from app.bench_history import HISTORY_FILE, BenchHistory
@@ -260,8 +260,7 @@ def _admin_refusal(request: Request) -> Response | None:
         return error_response(
             403, "admin_disabled", "the admin API is off: start the server with KOKORO_ADMIN_TOKEN"
         )
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+    if not AccessPolicy(api_key=token).key_accepted(request.headers):
         return error_response(
             401,
             "unauthorized",
