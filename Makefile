@@ -11,6 +11,8 @@ PORT ?= 8000
 VENDOR := app/static/vendor/msgpack.min.js
 CHROMIUM := /usr/bin/chromium
 NFT := /usr/sbin/nft
+HAPROXY := /usr/sbin/haproxy
+COMPOSE := /usr/bin/docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: serve test test-long lint typecheck bench clean
@@ -43,6 +45,12 @@ $(NFT):
 	$(SUDO) apt-get update
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends iproute2 nftables
 
+# HAProxy for the scale-out topology test; docker-compose (1.29, no engine needed) to validate
+# docker-compose.yml.
+$(HAPROXY) $(COMPOSE) &:
+	$(SUDO) apt-get update
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends haproxy docker-compose
+
 serve: $(VENV)/.serve-installed $(VENDOR)
 	$(PY) -m app serve --host $(HOST) --port $(PORT)
 
@@ -53,11 +61,11 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(PY) -m mypy
 
-test: lint typecheck $(VENDOR) $(CHROMIUM) $(NFT)
+test: lint typecheck $(VENDOR) $(CHROMIUM) $(NFT) $(HAPROXY) $(COMPOSE)
 	$(PY) -m pytest
 
 # The long variants (tests marked `long`), left out of `make test`.
-test-long: lint typecheck $(VENDOR) $(CHROMIUM) $(NFT)
+test-long: lint typecheck $(VENDOR) $(CHROMIUM) $(NFT) $(HAPROXY) $(COMPOSE)
 	$(PY) -m pytest -m long
 
 bench: $(VENV)/.serve-installed

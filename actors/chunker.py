@@ -67,7 +67,9 @@ class StreamChunker(Actor[ChunkerInput]):
         frame_sizer: FrameSizer | None = None,
         max_lead_seconds: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        resume: wire.Resume | None = None,
     ) -> None:
+        """With ``resume`` the stream continues an earlier one's numbering (``wire.Resume``)."""
         super().__init__(name=f"chunker:{key}", mailbox_size=8)
         self.key = key
         self._send = send
@@ -84,13 +86,18 @@ class StreamChunker(Actor[ChunkerInput]):
         self._clock = clock
         self._ready: dict[int, SegmentAudio] = {}
         self._queue: deque[_Pending] = deque()
-        self._next_segment = 0
+        self._resume = resume
+        self._first_segment = 0 if resume is None else resume.seg
+        self._next_segment = self._first_segment
         self._flushes: list[FlushMarker] = []
         self._end: EndMarker | None = None
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
-        self.seq = 0
-        self.sent_samples = 0
+        self.seq = 0 if resume is None else resume.seq
+        self._origin = 0 if resume is None else resume.first_pos
+        """The ``pos`` of this stream's first frame (not 0 when resumed)."""
+        self.sent_samples = self._origin
+        """The stream's position: the ``pos`` of the next frame."""
         self.first_sent_at: float | None = None
         self.first_received_at: float | None = None
         self._played: tuple[int, float] | None = None
@@ -115,13 +122,16 @@ class StreamChunker(Actor[ChunkerInput]):
     async def handle(self, message: ChunkerInput) -> None:
         if isinstance(message, SegmentAudio):
             self._ready[message.job.segment.index] = message
-            if message.job.segment.index == 0:
+            if message.job.segment.index == self._first_segment:
                 self.first_received_at = message.job.received_at
             while self._next_segment in self._ready:
                 audio = self._ready.pop(self._next_segment)
                 segment = audio.job.segment
                 shaped = shape_segment(audio.audio, segment.boundary, final=segment.final)
-                self._queue.append(_Pending(audio, shaped, self._clock()))
+                pending = _Pending(audio, shaped, self._clock())
+                if self._resume is not None and segment.index == self._first_segment:
+                    pending.offset = min(self._resume.skip, len(shaped))  # the client has these
+                self._queue.append(pending)
                 self._gen_seconds += audio.gen_seconds
                 self._next_segment += 1
         elif isinstance(message, SegmentFailed):
@@ -170,9 +180,9 @@ class StreamChunker(Actor[ChunkerInput]):
             samples, at = self._played
             estimate = samples + (now - at) * SAMPLE_RATE
         elif self.first_sent_at is not None:
-            estimate = (now - self.first_sent_at) * SAMPLE_RATE
+            estimate = self._origin + (now - self.first_sent_at) * SAMPLE_RATE
         else:
-            estimate = 0
+            estimate = self._origin
         return int(min(estimate, self.sent_samples))
 
     def client_lead_seconds(self) -> float:
@@ -324,7 +334,7 @@ class StreamChunker(Actor[ChunkerInput]):
             self.sent_samples,
             self.ttfa_seconds(),
             self._gen_seconds,
-            self.sent_samples / SAMPLE_RATE,
+            (self.sent_samples - self._origin) / SAMPLE_RATE,
         )
 
     async def _finish(self, reason: str) -> None:

@@ -173,9 +173,11 @@ class StreamFinished:
     key: StreamKey
     reason: str
     samples: int
+    """The stream's final position: samples sent, plus those before its resume point."""
     ttfa_seconds: float | None
     gen_seconds: float
     audio_seconds: float
+    """Audio this stream sent itself."""
 
     @property
     def rtf(self) -> float | None:

@@ -44,6 +44,11 @@ do not depend on how the text was split into pieces. With ``w`` the words in the
 ``RuntimeError``). The word limit keeps growing
 across flushes: only a stream's first segment is short. The work per character is constant
 (amortised), so a long stream fed one character at a time stays linear.
+
+Resuming. A cut depends only on the text after the previous cut, the flushes, and the limits,
+which depend only on the segment's index. So a ``Segmenter(first_index=k)`` fed the stream's text
+from the end of segment ``k - 1`` on, with the same flushes, cuts the same segments ``k, k + 1,
+...`` as the original did: a client that reconnects can pick a stream up mid-segment.
 """
 
 from __future__ import annotations
@@ -170,8 +175,18 @@ class _Token:
 class Segmenter:
     """Cuts one stream's text into segments as the pieces arrive (see the module docstring)."""
 
-    def __init__(self, policy: SegmenterPolicy = _DEFAULT_POLICY) -> None:
+    def __init__(
+        self,
+        policy: SegmenterPolicy = _DEFAULT_POLICY,
+        *,
+        first_index: int = 0,
+        char_offset: int = 0,
+    ) -> None:
+        """``first_index`` > 0 resumes a stream at that segment: the limits are those the stream
+        had reached there, so the same text (and flushes) cut the same way as before, and
+        ``char_offset`` places the text received here at that offset of the stream's text."""
         self.policy = policy
+        self._char_offset = char_offset
         self._pieces: list[str] = []  # the whole text, joined lazily
         self._size = 0  # length of the whole text
         self._window: list[str] = []  # text from self._base on (not yet emitted), joined lazily
@@ -188,6 +203,8 @@ class Segmenter:
         self._char_limit = policy.first_max_chars
         self._index = 0
         self._ended = False
+        for _ in range(first_index):
+            self._grow()
 
     @property
     def text(self) -> str:
@@ -319,8 +336,8 @@ class Segmenter:
         segment = TextSegment(
             index=self._index,
             text=buffer[start - self._base : stop - self._base],
-            char_start=start,
-            char_end=stop,
+            char_start=start + self._char_offset,
+            char_end=stop + self._char_offset,
             boundary=tokens[end].boundary,
         )
         self._window[:] = [buffer[stop - self._base :]]
@@ -329,10 +346,14 @@ class Segmenter:
         self._next = 0
         self._words = 0
         self._last_clause = -1
+        self._grow()
+        return segment
+
+    def _grow(self) -> None:
+        """On to the next segment: its word and character limits grow."""
         self._index += 1
         self._first = False
         grown = math.ceil(self._limit * self.policy.growth)
         self._limit = max(1, min(self.policy.max_words, grown))
         grown_chars = math.ceil(self._char_limit * self.policy.growth)
         self._char_limit = min(self.policy.max_chars, grown_chars)
-        return segment

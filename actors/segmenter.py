@@ -29,15 +29,21 @@ class SegmenterActor(Actor[SegmenterInput]):
         mark: Callable[[FlushMarker | EndMarker], Awaitable[None]],
         policy: SegmenterPolicy | None = None,
         mailbox_size: int = 64,
+        first_index: int = 0,
+        char_offset: int = 0,
     ) -> None:
+        """``first_index`` and ``char_offset`` resume a stream (see ``Segmenter``)."""
         super().__init__(name=f"segmenter:{key}", mailbox_size=mailbox_size)
         self.key = key
         self.voice = voice
         self.speed = speed
         self._submit = submit
         self._mark = mark
-        self.segmenter = Segmenter(policy or SegmenterPolicy())
-        self.segments = 0
+        self.segmenter = Segmenter(
+            policy or SegmenterPolicy(), first_index=first_index, char_offset=char_offset
+        )
+        self.segments = first_index
+        """Index of the next segment (segments before a resume point count)."""
 
     async def _emit(self, segments: list[TextSegment], received_at: float) -> None:
         for segment in segments:

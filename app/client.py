@@ -11,7 +11,9 @@ The client checks that every stream's frames arrive without gaps (``seq``) and c
 (``pos``), raising ``StreamGapError`` otherwise. Each stream keeps a model of a real player (a
 jitter buffer that starts after a pre-roll and plays in real time) and reports its position with
 ``played`` messages, so the server's flow control sees a real consumer. Text may be a string or an
-async iterator of pieces (for example tokens from a language model).
+async iterator of pieces (for example tokens from a language model). When the connection drops,
+the client dials again and resumes its open streams where they stopped (``Reconnect``; see
+"Resumable streams" in docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import random
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +32,12 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from app import wire
+from app.stream_record import StreamRecord
+
+logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
 _CLOSED = "_connection_closed"
@@ -178,6 +184,15 @@ class PlaybackClock:
         return hold + (self.received - self.played()) / SAMPLE_RATE
 
 
+async def _aiter(pieces: Iterable[str] | AsyncIterable[str]) -> AsyncIterator[str]:
+    if isinstance(pieces, AsyncIterable):
+        async for piece in pieces:
+            yield piece
+    else:
+        for piece in pieces:
+            yield piece
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkShape:
     """Imitate a poor network on the receiving side: messages are handed over no faster than
@@ -211,70 +226,255 @@ class _Shaper:
         await asyncio.sleep(max(0.0, due - now))  # the imitated network's delay itself
 
 
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """How a client rides out a dropped connection: it dials the same URL again (through a load
+    balancer that may be another server) and resumes every open stream where it stopped."""
+
+    attempts: int = 30
+    """Connection attempts per drop; then the open streams fail with ``ConnectionError``."""
+    first_wait_s: float = 0.1
+    """Wait after the first failed attempt (the first attempt is immediate); it doubles..."""
+    max_wait_s: float = 2.0
+    """...up to this."""
+    answer_timeout_s: float = 30.0
+    """How long a resuming ``start`` may wait for the server to take it."""
+
+
+RETRY_CODES = frozenset({"busy", "shutting_down", "not_ready"})
+"""Answers to a resuming ``start`` that mean "try again later" (or elsewhere)."""
+
+
 @dataclass(slots=True)
 class _StreamState:
     queue: asyncio.Queue[dict[str, Any]] = field(default_factory=lambda: asyncio.Queue(1024))
     playback: PlaybackClock = field(default_factory=PlaybackClock)
     next_seq: int = 0
     next_pos: int = 0
+    record: StreamRecord = field(default_factory=lambda: StreamRecord(start={}))
+    resuming: bool = False
+    """The stream is not open on the current connection (yet): text waits in ``record``."""
+    refusal: dict[str, Any] | None = None
+    finished: bool = False
+    """``done`` arrived: nothing to resume."""
+
+
+Dial = Callable[[], Awaitable[tuple[ClientConnection, dict[str, Any]]]]
 
 
 class TTSClient:
-    """One WebSocket connection; several streams may run on it at once."""
+    """One WebSocket connection, redialled when it drops; several streams may run on it."""
 
     def __init__(
-        self, ws: ClientConnection, ready: dict[str, Any], shape: NetworkShape | None = None
+        self,
+        ws: ClientConnection,
+        ready: dict[str, Any],
+        shape: NetworkShape | None = None,
+        *,
+        dial: Dial | None = None,
+        reconnect: Reconnect | None = None,
     ) -> None:
+        """``dial`` opens a new connection; with it and ``reconnect`` the client resumes."""
         self.ws = ws
         self.ready = ready
         self._shaper = _Shaper(shape) if shape is not None and shape.active else None
         self._streams: dict[str, _StreamState] = {}
         self._ids = itertools.count(1)
+        self._dial = dial
+        self._reconnect = reconnect if dial is not None else None
+        self._send_lock = asyncio.Lock()
+        self._pongs: dict[str, asyncio.Future[None]] = {}
+        self._group: asyncio.TaskGroup | None = None
+        self._resumers: set[asyncio.Task[None]] = set()
+        self._connected = asyncio.Event()
+        self._connected.set()
+        self._gone = False
+        self.reconnects = 0
+        """Connections made after the first."""
 
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, url: str, *, api_key: str | None = None, shape: NetworkShape | None = None
+        cls,
+        url: str,
+        *,
+        api_key: str | None = None,
+        shape: NetworkShape | None = None,
+        reconnect: Reconnect | None = Reconnect(),
     ) -> AsyncIterator[TTSClient]:
+        """Connect to ``url``; with ``reconnect`` (the default) a dropped connection is dialled
+        again and its streams resumed; ``None`` lets them fail with ``ConnectionError``."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        async with connect(
-            url,
-            subprotocols=[wire.SUBPROTOCOL],  # type: ignore[list-item]
-            additional_headers=headers,
-            max_size=2**22,
-            max_queue=4 if shape is not None and shape.active else 16,
-        ) as ws:
-            ready = wire.decode_server(await ws.recv(decode=False))
-            if ready.get("type") != "ready":
-                raise ServerError(ready)
-            client = cls(ws, ready, shape)
+
+        async def dial() -> tuple[ClientConnection, dict[str, Any]]:
+            ws = await connect(
+                url,
+                subprotocols=[wire.SUBPROTOCOL],  # type: ignore[list-item]
+                additional_headers=headers,
+                max_size=2**22,
+                max_queue=4 if shape is not None and shape.active else 16,
+            )
+            try:
+                ready = wire.decode_server(await ws.recv(decode=False))
+                if ready.get("type") != "ready":
+                    raise ServerError(ready)
+            except BaseException:
+                await ws.close()
+                raise
+            return ws, ready
+
+        ws, ready = await dial()
+        client = cls(ws, ready, shape, dial=dial, reconnect=reconnect)
+        try:
             async with asyncio.TaskGroup() as group:
+                client._group = group
                 reader = group.create_task(client._read())
                 try:
                     yield client
                 finally:
                     reader.cancel()
+                    for task in client._resumers:
+                        task.cancel()
+        finally:
+            await client.ws.close()
 
     async def _send(self, **message: Any) -> None:
         await self.ws.send(msgpack.packb(message, use_bin_type=True))
 
+    async def _send_for(self, state: _StreamState, **message: Any) -> None:
+        """Send a stream's message unless the stream is being resumed (then the resume replays
+        what matters: its text and end). A send on a connection that just dropped is dropped
+        too: the reader notices the drop and resumes."""
+        async with self._send_lock:
+            if state.resuming:
+                return
+            with contextlib.suppress(ConnectionClosed):
+                await self._send(**message)
+
+    # --- reading and reconnecting ----------------------------------------------------------
+
     async def _read(self) -> None:
-        """Route each incoming message to its stream's queue."""
-        try:
-            async for raw in self.ws:
+        """Route incoming messages to their streams; after a drop, reconnect and resume."""
+        while True:
+            await self._read_connection(self.ws)
+            if not await self._reestablish():
+                break
+        self._gone = True
+        for state in self._streams.values():  # wake every waiting stream: nothing more comes
+            with contextlib.suppress(asyncio.QueueFull):
+                state.queue.put_nowait({"type": _CLOSED})
+
+    async def _read_connection(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in ws:
                 if isinstance(raw, str):
                     continue
                 if self._shaper is not None:
                     await self._shaper.deliver(len(raw))
-                message = wire.decode_server(raw)
-                state = self._streams.get(str(message.get("stream")))
-                if state is not None:
-                    await state.queue.put(message)
+                await self._route(wire.decode_server(raw))
+
+    async def _route(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "pong":
+            answered = self._pongs.pop(str(message.get("t")), None)
+            if answered is not None and not answered.done():
+                answered.set_result(None)
+            return
+        state = self._streams.get(str(message.get("stream")))
+        if state is None:
+            return
+        if state.resuming:
+            if kind == "error":  # the answer to a resuming start
+                state.refusal = message
+            return
+        if kind == "done" and message.get("reason") == "shutdown" and self._reconnect:
+            state.resuming = True  # the server is stopping: resume elsewhere once it closes
+            return
+        if kind == "done":
+            state.finished = True
+        state.record.received(message)
+        await state.queue.put(message)
+
+    async def _reestablish(self) -> bool:
+        """Dial again and resume every open stream; False when giving up (or not resuming)."""
+        policy = self._reconnect
+        if policy is None or self._dial is None or not self._open_streams():
+            return False
+        self._connected.clear()
+        async with self._send_lock:
+            for state in self._open_streams():
+                state.resuming = True
+        for task in self._resumers:
+            task.cancel()
+        self._pongs.clear()
+        wait = policy.first_wait_s
+        for attempt in range(policy.attempts):
+            if attempt:
+                await asyncio.sleep(wait)  # back off between attempts
+                wait = min(2 * wait, policy.max_wait_s)
+            try:
+                ws, ready = await self._dial()
+            except (OSError, TimeoutError, WebSocketException, ServerError) as error:
+                logger.info("reconnect attempt %d failed: %s", attempt + 1, error)
+                continue
+            await self.ws.close()
+            self.ws, self.ready = ws, ready
+            self.reconnects += 1
+            assert self._group is not None
+            for name, state in self._streams.items():
+                if state.resuming and not state.finished:
+                    task = self._group.create_task(self._resume(name, state, policy))
+                    self._resumers.add(task)
+                    task.add_done_callback(self._resumers.discard)
+            self._connected.set()
+            return True
+        return False
+
+    def _open_streams(self) -> list[_StreamState]:
+        return [state for state in self._streams.values() if not state.finished]
+
+    async def _resume(self, name: str, state: _StreamState, policy: Reconnect) -> None:
+        """Open the stream again where it stopped, then resend its text (and end)."""
+        refusals = 0
+        try:
+            while True:
+                token = f"resume:{next(self._ids)}"
+                answered = self._pongs[token] = asyncio.get_running_loop().create_future()
+                state.refusal = None
+                async with self._send_lock:
+                    await self._send(**state.record.resume_start())
+                    await self._send(type="ping", t=token)  # answered once the start is handled
+                await asyncio.wait_for(answered, policy.answer_timeout_s)
+                refusal = state.refusal
+                if refusal is None:
+                    break
+                if refusal.get("code") not in RETRY_CODES:
+                    state.resuming = False
+                    await state.queue.put(refusal)  # the stream's reader raises it
+                    return
+                refusals += 1
+                await asyncio.sleep(float(refusal.get("retry_after_ms") or 1000) / 1000)
+            async with self._send_lock:
+                state.resuming = False
+                state.record.resumes += 1
+                resume = state.record.resume()
+                text = state.record.text_to_resend()
+                if text:
+                    await self._send(type="text", stream=name, text=text)
+                if state.record.ended:
+                    await self._send(type="end", stream=name)
+            await state.queue.put(
+                {
+                    "type": "resumed",
+                    "stream": name,
+                    "refusals": refusals,  # busy or shutting_down answers before this one
+                    **wire.resume_fields(resume),
+                }
+            )
         except ConnectionClosed:
-            pass
-        for state in self._streams.values():  # wake every waiting stream: nothing more comes
-            with contextlib.suppress(asyncio.QueueFull):
-                state.queue.put_nowait({"type": _CLOSED})
+            return  # dropped again: the reader resumes the stream on the next connection
+        except TimeoutError:
+            await state.queue.put({"type": _CLOSED})
 
     async def speak(
         self,
@@ -286,18 +486,26 @@ class TTSClient:
         report_every: float = 0.2,
         preroll_ms: float = 120.0,
     ) -> AsyncIterator[AudioFrame | Event]:
-        """Start a stream, feed it ``text``, and yield its frames and events until ``done``."""
+        """Start a stream, feed it ``text``, and yield its frames and events until ``done``.
+
+        After a reconnect the stream goes on where it stopped (an ``Event`` of type
+        ``resumed`` says so); frames stay contiguous, nothing is repeated."""
         name = stream or f"s{next(self._ids)}"
         if name in self._streams:
             raise ValueError(f"stream {name!r} is already running on this connection")
-        state = self._streams[name] = _StreamState(playback=PlaybackClock(preroll_ms))
+        await self._connected.wait()  # not while reconnecting
+        if self._gone:
+            raise ConnectionError("the connection is closed")
         start: dict[str, Any] = {"type": "start", "stream": name, "speed": speed}
         if voice:
             start["voice"] = voice
+        state = self._streams[name] = _StreamState(
+            playback=PlaybackClock(preroll_ms), record=StreamRecord(start)
+        )
         try:
-            await self._send(**start)
+            await self._send_for(state, **start)
             # Owned here and always awaited below (a TaskGroup cannot span a generator's yields).
-            feeder = asyncio.create_task(self._feed(name, text))
+            feeder = asyncio.create_task(self._feed(name, state, text))
             reporter = asyncio.create_task(self._report(name, state, report_every))
             try:
                 async for item in self._receive(name, state):
@@ -312,22 +520,27 @@ class TTSClient:
         finally:
             del self._streams[name]
 
-    async def _feed(self, name: str, text: str | AsyncIterable[str]) -> None:
-        if isinstance(text, str):
-            await self._send(type="text", stream=name, text=text)
-        else:
-            async for piece in text:
-                await self._send(type="text", stream=name, text=piece)
-        await self._send(type="end", stream=name)
+    async def _feed(self, name: str, state: _StreamState, text: str | AsyncIterable[str]) -> None:
+        pieces = [text] if isinstance(text, str) else text
+        async for piece in _aiter(pieces):
+            state.record.sent_text(piece)
+            await self._send_for(state, type="text", stream=name, text=piece)
+        state.record.ended = True
+        await self._send_for(state, type="end", stream=name)
 
     async def cancel(self, stream: str) -> None:
-        await self._send(type="cancel", stream=stream)
+        state = self._streams.get(stream)
+        if state is not None:
+            state.finished = True  # nothing to resume
+        with contextlib.suppress(ConnectionClosed):
+            await self._send(type="cancel", stream=stream)
 
     async def _report(self, name: str, state: _StreamState, every: float) -> None:
         while True:
             await asyncio.sleep(every)  # the reporting period itself, not a synchronisation
             playback = state.playback
-            await self._send(
+            await self._send_for(
+                state,
                 type="played",
                 stream=name,
                 samples=playback.played(),
@@ -360,6 +573,7 @@ class TTSClient:
                     "client_underruns": state.playback.underruns,
                     "client_start_hold_ms": round(state.playback.start_hold_s * 1000, 1),
                     "client_remaining_ms": round(state.playback.remaining_s() * 1000, 1),
+                    "client_resumes": state.record.resumes,
                 }
             yield Event(kind, message)
             if kind == "done":

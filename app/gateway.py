@@ -295,13 +295,17 @@ class Connection:
             encoding=cast(Encoding, message.encoding),  # validated by the wire decoder
             frame_sizer=sizer,
             max_lead_seconds=self.pipeline.max_lead_seconds,
+            resume=message.resume,
         )
+        resume = message.resume
         segmenter = SegmenterActor(
             key,
             voice=voice,
             speed=message.speed,
             submit=self.pipeline.scheduler.send,
             mark=chunker.send,
+            first_index=0 if resume is None else resume.seg,
+            char_offset=0 if resume is None else resume.chars,
         )
         assert self._supervisor is not None
         try:

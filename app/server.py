@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from app.access import AccessMiddleware, AccessPolicy
 from app.bench import EngineBenchmark
+from app.capacity_agent import capacity_agent
 from app.gateway import stream_endpoint
 from app.http_api import routes
 from app.plan_loader import PlanChoice
@@ -65,7 +66,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         running = asyncio.create_task(service.run(), name="service")
         try:
-            yield
+            async with capacity_agent(service, settings.host, settings.agent_port):
+                yield
         finally:
             service.shutdown()
             done, _ = await asyncio.wait([running], timeout=SHUTDOWN_SECONDS)

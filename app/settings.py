@@ -69,6 +69,13 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{ENV_PREFIX}{name} must be an integer, got {value!r}") from None
 
 
+def _env_port(name: str, default: int) -> int:
+    value = _env_int(name, default)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{ENV_PREFIX}{name} must be a TCP port (0 to 65535), got {value}")
+    return value
+
+
 def _env_megabytes(name: str, default: int) -> int:
     value = _env_int(name, default)
     if value < 0:
@@ -157,6 +164,9 @@ class Settings:
     """How often the server pings each WebSocket; 0 turns pings off."""
     ping_timeout_s: float = 20.0
     """A WebSocket whose pong is this late is closed (a dead peer or link)."""
+    agent_port: int = 0
+    """TCP port of the load-balancer agent (HAProxy ``agent-check``: free capacity as a weight,
+    see ``app.capacity_agent``); 0 turns it off."""
     shutdown_grace_s: float = 10.0
     """On SIGTERM: how long streams in progress may take to finish before they are ended with
     ``done`` (reason ``shutdown``); new connections and streams are refused meanwhile."""
@@ -206,6 +216,7 @@ class Settings:
             ping_interval_s=_env_seconds("PING_INTERVAL_S", defaults.ping_interval_s),
             ping_timeout_s=_env_seconds("PING_TIMEOUT_S", defaults.ping_timeout_s),
             shutdown_grace_s=_env_seconds("SHUTDOWN_GRACE_S", defaults.shutdown_grace_s),
+            agent_port=_env_port("AGENT_PORT", defaults.agent_port),
             trace_text=(_env("TRACE_TEXT") or "").lower() in ("1", "true", "yes"),
             bench_interval_s=_env_seconds("BENCH_INTERVAL_S", defaults.bench_interval_s),
             bench_quiet_s=_env_seconds("BENCH_QUIET_S", defaults.bench_quiet_s),

@@ -68,6 +68,8 @@ MIN_FRAME_MS: Final = 10
 MAX_FRAME_MS: Final = 1000
 MAX_STREAM_ID_CHARS: Final = 64
 MAX_LANG_CHARS: Final = 32
+MAX_RESUME_VALUE: Final = 2**31 - 1
+"""Bound on ``resume``'s counters (about a day of audio in samples)."""
 _LANG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
@@ -93,6 +95,28 @@ class ProtocolError(TTSError):
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a resumed stream picks up an earlier one (wire: ``start``'s ``resume`` map).
+
+    The client sends the earlier stream's text again from ``chars`` on (the ``char_end`` of the
+    last complete segment it received, 0 if none). Numbering continues: the first frame has
+    ``seq``, segment ``seg`` (the first incomplete one) begins at sample ``pos``, and its first
+    ``skip`` samples, which the client already has, are not sent again.
+    """
+
+    seg: int
+    seq: int
+    pos: int
+    chars: int
+    skip: int = 0
+
+    @property
+    def first_pos(self) -> int:
+        """The ``pos`` of the first frame the resumed stream sends."""
+        return self.pos + self.skip
+
+
+@dataclass(frozen=True, slots=True)
 class Start:
     """Open a stream; ``voice=None`` is the server's default voice, ``frame_ms=None`` adaptive."""
 
@@ -104,6 +128,7 @@ class Start:
     sample_rate: int = SAMPLE_RATE
     frame_ms: int | None = None
     timestamps: str = "none"
+    resume: Resume | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +317,27 @@ def _parse_start(f: _Fields) -> Start:
         sample_rate=SAMPLE_RATE,
         frame_ms=f.integer("frame_ms", MIN_FRAME_MS, MAX_FRAME_MS),
         timestamps=f.choice("timestamps", "none", TIMESTAMP_MODES),
+        resume=_parse_resume(f),
     )
+
+
+def _parse_resume(f: _Fields) -> Resume | None:
+    value = f.raw("resume")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise f.fail("'resume' must be a map with 'seg', 'seq', 'pos', 'chars' and 'skip'")
+    fields = _Fields(value, f.stream_id)
+    try:
+        return Resume(
+            seg=fields.required_int("seg", 0, MAX_RESUME_VALUE),
+            seq=fields.required_int("seq", 0, MAX_RESUME_VALUE),
+            pos=fields.required_int("pos", 0, MAX_RESUME_VALUE),
+            chars=fields.required_int("chars", 0, MAX_RESUME_VALUE),
+            skip=fields.integer("skip", 0, MAX_RESUME_VALUE) or 0,
+        )
+    except ProtocolError as error:
+        raise f.fail(f"in 'resume': {error.message}") from None
 
 
 def _parse_text(f: _Fields) -> Text:
@@ -410,6 +455,7 @@ def encode_client(message: ClientMessage) -> bytes:
                 "sample_rate": message.sample_rate,
                 "frame_ms": message.frame_ms,
                 "timestamps": message.timestamps,
+                "resume": None if message.resume is None else resume_fields(message.resume),
             }
         case Text():
             body = {
@@ -437,6 +483,17 @@ def encode_client(message: ClientMessage) -> bytes:
         case _:
             assert_never(message)
     return _pack({key: value for key, value in body.items() if value is not None})
+
+
+def resume_fields(resume: Resume) -> dict[str, int]:
+    """``start``'s ``resume`` map."""
+    return {
+        "seg": resume.seg,
+        "seq": resume.seq,
+        "pos": resume.pos,
+        "chars": resume.chars,
+        "skip": resume.skip,
+    }
 
 
 # --------------------------------------------------------------------------- server -> client

@@ -444,3 +444,39 @@ def test_a_hundred_kilobyte_stream_fed_one_character_at_a_time() -> None:
 def test_invalid_policies_are_refused(kwargs: dict[str, int | float]) -> None:
     with pytest.raises(ValueError):
         SegmenterPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def resumed_from(
+    text: str, segments: list[TextSegment], k: int, pieces: Chunker
+) -> list[TextSegment]:
+    """Segments of a segmenter resumed at segment ``k``, fed the text from its resume point."""
+    chars = segments[k - 1].char_end if k else 0
+    segmenter = Segmenter(POLICY_DEFAULTS, first_index=k, char_offset=chars)
+    resumed: list[TextSegment] = []
+    for piece in pieces(text[chars:]):
+        resumed += segmenter.feed(piece)
+    return resumed + segmenter.end()
+
+
+POLICY_DEFAULTS = SegmenterPolicy()
+"""Resuming must reproduce the server's own limits, character limit included."""
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_resumed_segmenter_cuts_the_rest_as_the_original_did(seed: int) -> None:
+    text = TEXTS[seed % len(TEXTS)] if seed < len(TEXTS) else random_text(seed)
+    original = run(text, policy=POLICY_DEFAULTS)
+    assert len(original) > 2
+    for k in range(len(original)):
+        for pieces in (_whole, _words, _random(seed)):
+            assert resumed_from(text, original, k, pieces) == original[k:], (k, pieces)
+
+
+def test_resuming_without_the_limits_would_cut_differently() -> None:
+    """The check above has teeth: a fresh segmenter starts short again."""
+    text = TEXTS[2]
+    original = run(text, policy=POLICY_DEFAULTS)
+    k = 3
+    fresh = Segmenter(POLICY_DEFAULTS, char_offset=original[k - 1].char_end)
+    cut = fresh.feed(text[original[k - 1].char_end :]) + fresh.end()
+    assert [s.text for s in cut] != [s.text for s in original[k:]]

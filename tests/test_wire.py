@@ -25,6 +25,7 @@ from app.wire import (
     Ping,
     Played,
     ProtocolError,
+    Resume,
     Start,
     Text,
     decode_client,
@@ -71,6 +72,8 @@ CLIENT_MESSAGES: list[ClientMessage] = [
         frame_ms=40,
         timestamps="word",
     ),
+    Start(stream="s1", resume=Resume(seg=3, seq=57, pos=96_000, chars=41, skip=4800)),
+    Start(stream="s1", resume=Resume(seg=0, seq=0, pos=0, chars=0)),
     Text(stream="s1", text="Hello, wörld! "),
     Text(stream="s1", text="", flush=True),
     Flush(stream="s1", flush_id="f-1"),
@@ -335,6 +338,37 @@ INVALID: list[tuple[str, bytes | str, str, str | None]] = [
     ("huge array header", b"\xdd\xff\xff\xff\xff", _BAD, None),
     ("huge str header", b"\xdb\xff\xff\xff\xff", _BAD, None),
     ("huge map header", b"\xdf\xff\xff\xff\xff", _BAD, None),
+    ("resume not a map", pack({"type": "start", "stream": "s", "resume": 3}), _BAD, "s"),
+    (
+        "resume without seq",
+        pack({"type": "start", "stream": "s", "resume": {"seg": 1, "pos": 0, "chars": 0}}),
+        _BAD,
+        "s",
+    ),
+    (
+        "negative resume skip",
+        pack(
+            {
+                "type": "start",
+                "stream": "s",
+                "resume": {"seg": 1, "seq": 2, "pos": 0, "chars": 0, "skip": -1},
+            }
+        ),
+        _BAD,
+        "s",
+    ),
+    (
+        "float resume pos",
+        pack(
+            {
+                "type": "start",
+                "stream": "s",
+                "resume": {"seg": 1, "seq": 2, "pos": 1.0, "chars": 0},
+            }
+        ),
+        _BAD,
+        "s",
+    ),
 ]
 
 
