@@ -342,10 +342,12 @@ class TTSClient:
         await self.ws.send(msgpack.packb(message, use_bin_type=True))
 
     async def _send_for(self, state: _StreamState, **message: Any) -> None:
-        """Send a stream's message unless the stream is being resumed (then the resume replays
-        what matters: its text and end). A send on a connection that just dropped is dropped
-        too: the reader notices the drop and resumes."""
+        """Note a stream's message in its record and send it, unless the stream is being resumed
+        (the resume replays its text and end from the record). A send on a connection that just
+        dropped is dropped too: the reader notices the drop and resumes. Noting and sending
+        happen under one lock with the resume's replay, so no text is sent twice or lost."""
         async with self._send_lock:
+            state.record.sent(message)
             if state.resuming:
                 return
             with contextlib.suppress(ConnectionClosed):
@@ -523,9 +525,7 @@ class TTSClient:
     async def _feed(self, name: str, state: _StreamState, text: str | AsyncIterable[str]) -> None:
         pieces = [text] if isinstance(text, str) else text
         async for piece in _aiter(pieces):
-            state.record.sent_text(piece)
             await self._send_for(state, type="text", stream=name, text=piece)
-        state.record.ended = True
         await self._send_for(state, type="end", stream=name)
 
     async def cancel(self, stream: str) -> None:

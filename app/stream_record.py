@@ -39,8 +39,13 @@ class StreamRecord:
     """Its text offset: the ``char_end`` of the last complete segment."""
     resumes: int = 0
 
-    def sent_text(self, piece: str) -> None:
-        self.pieces.append(piece)
+    def sent(self, message: dict[str, Any]) -> None:
+        """Note a message the client sends on this stream (its text and end are resent)."""
+        kind = message.get("type")
+        if kind == "text":
+            self.pieces.append(str(message["text"]))
+        elif kind == "end":
+            self.ended = True
 
     def received(self, message: dict[str, Any]) -> None:
         """Advance with a message the server sent for this stream."""

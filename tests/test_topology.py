@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pytest
 from app.client import AudioFrame, TTSClient
 from app.quality import Transcriber, word_error_rate
 from app.settings import Settings
-from loadtest.topology import Topology, local_topology
+from loadtest.topology import Replica, Topology, local_topology
 
 pytestmark = [pytest.mark.long, pytest.mark.model, pytest.mark.timeout(900)]
 
@@ -76,6 +76,23 @@ class Listener:
         return np.concatenate([frame.samples for frame in self.frames])
 
 
+async def under_load(
+    topology: Topology, listeners: list[Listener], act: Callable[[Replica], Awaitable[None]]
+) -> tuple[dict[str, dict[str, str]], Replica]:
+    """Stream every listener's text through the balancer; once each is well into it, ``act`` on
+    the replica that carries the most of them, and let the streams finish. Returns HAProxy's
+    statistics from that moment and the replica acted on."""
+    async with asyncio.TaskGroup() as group:
+        for listener in listeners:
+            group.create_task(listener.listen(topology.stream_url))
+        for listener in listeners:
+            await listener.playing.wait()
+        during = await asyncio.to_thread(topology.server_stats)
+        busiest = max(topology.replicas, key=lambda r: int(during[r.name]["scur"]))
+        await act(busiest)
+    return during, busiest
+
+
 @contextlib.contextmanager
 def two_replicas(settings: Settings, workdir: Path, **env: str) -> Iterator[Topology]:
     args = ["--plan", "cpu:1x1", "--cache-dir", str(settings.cache_dir)]
@@ -94,15 +111,14 @@ async def test_a_killed_replicas_streams_resume_through_the_balancer(
     topology: Topology, transcriber: Transcriber
 ) -> None:
     listeners = [Listener(text) for text in TEXTS]
-    async with asyncio.TaskGroup() as group:
-        for listener in listeners:
-            group.create_task(listener.listen(topology.stream_url))
-        for listener in listeners:
-            await listener.playing.wait()
-        during = await asyncio.to_thread(topology.server_stats)
-        victim = max(topology.replicas, key=lambda r: int(during[r.name]["scur"]))
-        os.kill(victim.process.pid, signal.SIGKILL)
+    killed_at = 0.0
+
+    async def kill(replica: Replica) -> None:
+        nonlocal killed_at
+        os.kill(replica.process.pid, signal.SIGKILL)
         killed_at = time.monotonic()
+
+    during, victim = await under_load(topology, listeners, kill)
     finished_s = time.monotonic() - killed_at
     after = await asyncio.to_thread(topology.server_stats)
 
@@ -148,15 +164,14 @@ async def test_a_draining_replicas_streams_move_to_another(
     and their clients resume them on the other replica; the replica exits cleanly."""
     with two_replicas(settings, tmp_path, KOKORO_SHUTDOWN_GRACE_S="1") as topology:
         listeners = [Listener(text) for text in TEXTS[:2]]
-        async with asyncio.TaskGroup() as group:
-            for listener in listeners:
-                group.create_task(listener.listen(topology.stream_url))
-            for listener in listeners:
-                await listener.playing.wait()
-            during = await asyncio.to_thread(topology.server_stats)
-            draining = max(topology.replicas, key=lambda r: int(during[r.name]["scur"]))
-            draining.process.send_signal(signal.SIGTERM)
-            exit_code = await asyncio.to_thread(draining.process.wait, 60)
+        exit_code = None
+
+        async def drain(replica: Replica) -> None:
+            nonlocal exit_code
+            replica.process.send_signal(signal.SIGTERM)
+            exit_code = await asyncio.to_thread(replica.process.wait, 60)
+
+        during, draining = await under_load(topology, listeners, drain)
     assert exit_code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has stopped
     assert "grace ran out: open streams ended" in draining.log.read_text()
     assert all(int(during[r.name]["scur"]) == 1 for r in topology.replicas), during
