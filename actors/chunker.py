@@ -86,7 +86,8 @@ class StreamChunker(Actor[ChunkerInput]):
         self._clock = clock
         self._ready: dict[int, SegmentAudio] = {}
         self._queue: deque[_Pending] = deque()
-        self._resume = resume
+        self._skip = 0 if resume is None else resume.skip
+        """Samples of the first segment the client already has (when resumed)."""
         self._first_segment = 0 if resume is None else resume.seg
         self._next_segment = self._first_segment
         self._flushes: list[FlushMarker] = []
@@ -129,8 +130,8 @@ class StreamChunker(Actor[ChunkerInput]):
                 segment = audio.job.segment
                 shaped = shape_segment(audio.audio, segment.boundary, final=segment.final)
                 pending = _Pending(audio, shaped, self._clock())
-                if self._resume is not None and segment.index == self._first_segment:
-                    pending.offset = min(self._resume.skip, len(shaped))  # the client has these
+                if segment.index == self._first_segment:
+                    pending.offset = min(self._skip, len(shaped))
                 self._queue.append(pending)
                 self._gen_seconds += audio.gen_seconds
                 self._next_segment += 1

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from app.capacity_agent import agent_reply
+from app.local_server import free_port
 from app.service import Service
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 from tests.live import Client, live_service
 
 CAPACITY = 4
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def ask(port: int) -> str:
