@@ -50,13 +50,22 @@ def _speech_bounds(audio: Samples) -> tuple[int, int] | None:
     return int(loud[0]) * WINDOW, (int(loud[-1]) + 1) * WINDOW
 
 
-def shape_segment(audio: Samples, boundary: str, *, final: bool) -> Samples:
-    """Trim the model's silence, fade the cut edges, and append the pause for ``boundary``."""
+def speech_span(audio: Samples) -> tuple[int, int] | None:
+    """The part of a model call's audio that ``shape_segment`` keeps (None: all silence).
+
+    A sample ``i`` of the call is sample ``i - start`` of the shaped segment."""
     bounds = _speech_bounds(audio)
     if bounds is None:
+        return None
+    return max(bounds[0] - LEAD_MARGIN, 0), min(bounds[1] + TAIL_MARGIN, len(audio))
+
+
+def shape_segment(audio: Samples, boundary: str, *, final: bool) -> Samples:
+    """Trim the model's silence, fade the cut edges, and append the pause for ``boundary``."""
+    span = speech_span(audio)
+    if span is None:
         return np.zeros(0, dtype=np.float32)
-    start = max(bounds[0] - LEAD_MARGIN, 0)
-    end = min(bounds[1] + TAIL_MARGIN, len(audio))
+    start, end = span
     speech = audio[start:end].astype(np.float32, copy=True)
     fade = min(FADE, len(speech) // 2)
     if fade:

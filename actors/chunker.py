@@ -18,7 +18,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from actors.audio import Encoding, FrameSizer, Samples, encode_samples, shape_segment
+from actors.audio import (
+    Encoding,
+    FrameSizer,
+    Samples,
+    encode_samples,
+    shape_segment,
+    speech_span,
+)
 from actors.base import Actor
 from actors.messages import (
     EndMarker,
@@ -33,6 +40,7 @@ from actors.metrics import MetricsActor
 from app import wire
 from app.tracing import StreamTrace
 from app.tts.engine import SAMPLE_RATE
+from app.tts.word_timing import WordTiming
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +56,8 @@ class _Pending:
     samples: Samples
     arrived_at: float
     offset: int = 0
+    started: bool = False
+    """Its first frame (or its words) went out."""
 
 
 class StreamChunker(Actor[ChunkerInput]):
@@ -233,6 +243,9 @@ class StreamChunker(Actor[ChunkerInput]):
                 await self._wait_for_wake(lead - self.max_lead_seconds + self.sizer.frame_ms / 1000)
                 continue
             pending = self._queue[0]
+            if not pending.started:
+                pending.started = True
+                await self._send_words(pending)
             count = min(self.sizer.frame_samples(), len(pending.samples) - pending.offset)
             frame = pending.samples[pending.offset : pending.offset + count]
             if count:  # a silent segment shapes to nothing: no empty audio frame for it
@@ -267,6 +280,17 @@ class StreamChunker(Actor[ChunkerInput]):
         if changed or self._flow_pending:
             self._flow_pending = False
             await self._send_flow()
+
+    async def _send_words(self, pending: _Pending) -> None:
+        """The segment's word timings, just ahead of its first frame (when it has words)."""
+        audio = pending.audio
+        span = speech_span(audio.audio)
+        if not audio.words or span is None:
+            return
+        segment = audio.job.segment
+        origin = self.sent_samples - pending.offset  # the segment's first sample on the stream
+        items = [word_on_stream(word, span, origin, segment.char_start) for word in audio.words]
+        await self._send(wire.words(self.key.stream, segment.index, items))
 
     async def _send_flow(self) -> None:
         lead_ms = round(self.client_lead_seconds() * 1000, 1)
@@ -354,3 +378,17 @@ def done_message(result: StreamFinished) -> bytes:
         None if ttfa is None else round(ttfa * 1000, 1),
         None if rtf is None else round(rtf, 4),
     )
+
+
+def word_on_stream(
+    word: WordTiming, span: tuple[int, int], origin: int, char_offset: int
+) -> tuple[str, int, int, int, int]:
+    """A word timed on its model call's audio, placed on the stream's timeline.
+
+    ``span`` is the part of the call that shaping kept (``speech_span``), ``origin`` the
+    stream position of the segment's first sample, ``char_offset`` the segment's start in the
+    stream's text. Times inside trimmed silence are clamped to the kept speech."""
+    cut, kept = span[0], span[1] - span[0]
+    start = origin + min(max(word.start - cut, 0), kept)
+    end = origin + min(max(word.end - cut, 0), kept)
+    return (word.text, start, end, word.char_start + char_offset, word.char_end + char_offset)

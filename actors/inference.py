@@ -131,6 +131,7 @@ class InferenceActor(Actor[SegmentJob]):
                 job.speed,
                 run_options,
                 self.engine,
+                timestamps=job.timestamps,
             )
             result = await asyncio.wait_for(self.engine.call(render), self.timeout_s)
             outcome = SegmentAudio(
@@ -141,6 +142,7 @@ class InferenceActor(Actor[SegmentJob]):
                 provider=self.provider,
                 engine_seconds=result.gen_seconds,
                 solo=self._occupancy.end(ticket),
+                words=result.words,
             )
         except Aborted:
             pass

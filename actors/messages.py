@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from actors.segmentation import TextSegment
+from app.tts.word_timing import WordTiming
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -114,6 +115,8 @@ class SegmentJob:
     queued_at: float = 0.0
     attempt: int = 0
     """0 for the first try; a job whose worker failed is retried with ``attempt + 1``."""
+    timestamps: bool = False
+    """Time the segment's words (``SegmentAudio.words``)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -129,6 +132,8 @@ class SegmentAudio:
     """The model call's share of ``gen_seconds`` (the rest: normalising and phonemizing)."""
     solo: bool = False
     """No other model call of the pipeline ran at any moment of this one."""
+    words: tuple[WordTiming, ...] = ()
+    """With ``job.timestamps``: samples index ``audio``, chars the segment's text."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,12 +31,15 @@ class SegmenterActor(Actor[SegmenterInput]):
         mailbox_size: int = 64,
         first_index: int = 0,
         char_offset: int = 0,
+        timestamps: bool = False,
     ) -> None:
-        """``first_index`` and ``char_offset`` resume a stream (see ``Segmenter``)."""
+        """``first_index`` and ``char_offset`` resume a stream (see ``Segmenter``);
+        ``timestamps`` asks for each segment's word timings."""
         super().__init__(name=f"segmenter:{key}", mailbox_size=mailbox_size)
         self.key = key
         self.voice = voice
         self.speed = speed
+        self.timestamps = timestamps
         self._submit = submit
         self._mark = mark
         self.segmenter = Segmenter(
@@ -47,7 +50,10 @@ class SegmenterActor(Actor[SegmenterInput]):
 
     async def _emit(self, segments: list[TextSegment], received_at: float) -> None:
         for segment in segments:
-            await self._submit(SegmentJob(self.key, segment, self.voice, self.speed, received_at))
+            job = SegmentJob(
+                self.key, segment, self.voice, self.speed, received_at, timestamps=self.timestamps
+            )
+            await self._submit(job)
             self.segments += 1
 
     async def handle(self, message: SegmenterInput) -> None:

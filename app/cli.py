@@ -136,6 +136,16 @@ def _add_bench_parsers(bench: argparse.ArgumentParser) -> None:
     memory.add_argument("--runs", type=int, default=2, help="syntheses per process")
     memory.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one measurement
     _add_model_options(memory)
+    timestamps = bench_kinds.add_parser(
+        "timestamps", help="word timings against Whisper tiny.en's word timestamps"
+    )
+    timestamps.add_argument(
+        "--voice",
+        action="append",
+        help="a voice to measure; repeat for several (default: jf_alpha and jm_kumo)",
+    )
+    timestamps.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    _add_model_options(timestamps)
     soak = bench_kinds.add_parser("soak", help="server memory over many mixed requests")
     soak.add_argument("--requests", type=int, default=500, help="requests after the warm-up")
     soak.add_argument("--concurrency", type=int, default=2, help="requests at a time")
@@ -312,6 +322,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             args.json,
         )
         return 0 if held else 1
+    if args.bench_kind == "timestamps":
+        from app.bench_timestamps import run_timestamps_bench  # noqa: PLC0415
+
+        run_timestamps_bench(settings, args.voice or ["jf_alpha", "jm_kumo"], args.json)
+        return 0
     if args.bench_kind == "stream":
         from app.bench_stream import run_stream_bench  # noqa: PLC0415
 

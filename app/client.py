@@ -67,7 +67,8 @@ class AudioFrame:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Any other message for the stream (``segment``, ``flow``, ``flushed``, ``done``)."""
+    """Any other message for the stream (``words``, ``segment``, ``flow``, ``flushed``,
+    ``done``)."""
 
     type: str
     fields: dict[str, Any]
@@ -487,8 +488,11 @@ class TTSClient:
         stream: str | None = None,
         report_every: float = 0.2,
         preroll_ms: float = 120.0,
+        timestamps: bool = False,
     ) -> AsyncIterator[AudioFrame | Event]:
         """Start a stream, feed it ``text``, and yield its frames and events until ``done``.
+
+        With ``timestamps`` each segment's ``words`` event comes just before its audio.
 
         After a reconnect the stream goes on where it stopped (an ``Event`` of type
         ``resumed`` says so); frames stay contiguous, nothing is repeated."""
@@ -501,6 +505,8 @@ class TTSClient:
         start: dict[str, Any] = {"type": "start", "stream": name, "speed": speed}
         if voice:
             start["voice"] = voice
+        if timestamps:
+            start["timestamps"] = "word"
         state = self._streams[name] = _StreamState(
             playback=PlaybackClock(preroll_ms), record=StreamRecord(start)
         )

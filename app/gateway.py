@@ -265,6 +265,12 @@ class Connection:
             self.pipeline.synthesizer.voices.check(voice)
         except TTSError as error:
             raise wire.ProtocolError(error.code, error.message, stream=message.stream) from None
+        if message.timestamps == "word" and not self.pipeline.synthesizer.has_timestamps:
+            raise wire.ProtocolError(
+                "timestamps_unavailable",
+                "this model does not report its durations, so it cannot time words",
+                stream=message.stream,
+            )
         self.client_streams.open(self.address, message.stream)
         key = StreamKey(self.session, message.stream)
         try:
@@ -306,6 +312,7 @@ class Connection:
             mark=chunker.send,
             first_index=0 if resume is None else resume.seg,
             char_offset=0 if resume is None else resume.chars,
+            timestamps=message.timestamps == "word",
         )
         assert self._supervisor is not None
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 from pathlib import Path
@@ -25,7 +26,7 @@ from app.plan_loader import PlanChoice
 from app.prometheus_metrics import CONTENT_TYPE
 from app.service import Phase, Service
 from app.tts.engine import SAMPLE_RATE
-from app.tts.synthesizer import MAX_SPEED, MIN_SPEED
+from app.tts.synthesizer import MAX_SPEED, MIN_SPEED, SpeechResult
 from app.tts.variants import variant_of
 
 MODEL_NAMES = ("kokoro", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
@@ -44,6 +45,8 @@ class SpeechRequest(BaseModel):
     voice: str | None = None
     speed: float = Field(default=1.0, ge=MIN_SPEED, le=MAX_SPEED)
     response_format: ResponseFormat = "wav"
+    timestamps: Literal["none", "word"] = "none"
+    """``word``: answer with JSON holding the audio (base64) and each word's timing."""
 
 
 def error_response(
@@ -76,6 +79,12 @@ async def speech(request: Request) -> Response:
         req = SpeechRequest.model_validate(body)
     except ValidationError as error:
         return error_response(422, "invalid_request", _describe(error))
+    if req.timestamps == "word" and not service.synthesizer.has_timestamps:
+        return error_response(
+            400,
+            "timestamps_unavailable",
+            "this model does not report its durations, so it cannot time words",
+        )
     limit = service.settings.max_input_chars
     if len(req.input) > limit:
         too_long = TextTooLongError(f"input has {len(req.input)} characters; the limit is {limit}")
@@ -96,7 +105,10 @@ async def speech(request: Request) -> Response:
         try:
             with service.foreground.active(object()):  # background benchmarks give way
                 result = await service.synthesizer.speak(
-                    req.input, req.voice or service.settings.default_voice, req.speed
+                    req.input,
+                    req.voice or service.settings.default_voice,
+                    req.speed,
+                    timestamps=req.timestamps == "word",
                 )
         except TTSError as error:
             headers = {"Retry-After": "1"} if error.retryable else None
@@ -106,7 +118,30 @@ async def speech(request: Request) -> Response:
         "X-Audio-Seconds": f"{result.audio_seconds:.3f}",
         "X-Generation-Seconds": f"{result.gen_seconds:.3f}",
     }
+    if req.timestamps == "word":
+        return JSONResponse(captioned(result, data, req.response_format), headers=headers)
     return Response(data, media_type=FORMATS[req.response_format].media_type, headers=headers)
+
+
+def captioned(result: SpeechResult, data: bytes, response_format: str) -> dict[str, Any]:
+    """The JSON answer of a request with word timestamps (seconds on the returned audio)."""
+    return {
+        "audio": base64.b64encode(data).decode("ascii"),
+        "format": response_format,
+        "media_type": FORMATS[response_format].media_type,
+        "sample_rate": SAMPLE_RATE,
+        "audio_seconds": round(result.audio_seconds, 3),
+        "words": [
+            {
+                "word": word.text,
+                "start": round(word.start / SAMPLE_RATE, 3),
+                "end": round(word.end / SAMPLE_RATE, 3),
+                "char_start": word.char_start,
+                "char_end": word.char_end,
+            }
+            for word in result.words
+        ],
+    }
 
 
 async def voices(request: Request) -> Response:

@@ -6,7 +6,9 @@ Needs the ``quality`` extra (``pip install -e '.[quality]'``; ``make test`` inst
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 
 import jiwer
 import numpy as np
@@ -45,6 +47,43 @@ class Transcriber:
         audio_16k = to_16k(audio_24k)
         segments, _ = self._model.transcribe(audio_16k, language="en", beam_size=5)
         return " ".join(segment.text.strip() for segment in segments)
+
+    def word_times(self, audio_24k: npt.NDArray[np.float32]) -> list[tuple[str, float, float]]:
+        """Whisper's words with their start and end in seconds (``word_timestamps=True``)."""
+        segments, _ = self._model.transcribe(
+            to_16k(audio_24k), language="en", beam_size=5, word_timestamps=True
+        )
+        return [
+            (word.word.strip(), word.start, word.end)
+            for segment in segments
+            for word in segment.words or ()
+        ]
+
+
+def boundary_errors(
+    ours: Sequence[tuple[str, float, float]], heard: Sequence[tuple[str, float, float]]
+) -> list[float]:
+    """Absolute start and end differences (seconds) of the words both lists agree on."""
+    return [abs(error) for error in signed_boundary_errors(ours, heard)]
+
+
+def signed_boundary_errors(
+    ours: Sequence[tuple[str, float, float]], heard: Sequence[tuple[str, float, float]]
+) -> list[float]:
+    """Start and end differences (ours minus heard, seconds) of the words both lists agree on.
+
+    Words are matched in order after ``words_of`` (a word ours splits in two, such as a number,
+    is left out unless Whisper wrote it the same way)."""
+    ours_words = [words_of(word) for word, _, _ in ours]
+    heard_words = [words_of(word) for word, _, _ in heard]
+    matcher = difflib.SequenceMatcher(None, ours_words, heard_words, autojunk=False)
+    errors: list[float] = []
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            _, our_start, our_end = ours[block.a + k]
+            _, heard_start, heard_end = heard[block.b + k]
+            errors += [our_start - heard_start, our_end - heard_end]
+    return errors
 
 
 def to_16k(audio_24k: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

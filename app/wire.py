@@ -58,6 +58,7 @@ ERROR_CODES: Final = frozenset(
         "shutting_down",
         "inference_failed",
         "internal",
+        "timestamps_unavailable",
     }
 )
 """Every ``error`` code the WebSocket sends (docs/protocol.md says when); clients may rely on

@@ -80,6 +80,14 @@ def test_the_page_plays_a_paragraph_completely(page: Page) -> None:
         f"stream RTF {heard['doneRtf']}, underruns after start {heard['underruns']}"
     )
     assert heard["startHoldMs"] is not None
+    # Word highlighting: every word was timed, and the words highlighted while playing are in
+    # reading order and nearly all of them (the page redraws every 100 ms: a word shorter than
+    # that can pass between two redraws).
+    timed, highlighted = heard["wordsTimed"], heard["wordsHighlighted"]
+    assert timed == len(PARAGRAPH.split())
+    print(f"{len(highlighted)} of {timed} words highlighted as heard")
+    assert highlighted == sorted(set(highlighted)), "words light up in reading order"
+    assert len(highlighted) >= 0.8 * timed, f"{len(highlighted)} of {timed} words highlighted"
     # Browser and server share this machine's cores. When something else loads them so much that
     # the stream was generated at worse than 0.8x real time, no player can keep its buffer: the
     # figures above are the report. Otherwise (the usual 0.5-0.7 here) nothing may run dry.

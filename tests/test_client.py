@@ -124,6 +124,21 @@ async def test_speaks_a_string_and_an_async_iterator(server: str) -> None:
 
 
 @pytest.mark.model
+async def test_asks_for_word_timings_and_yields_them_before_their_audio(server: str) -> None:
+    async with TTSClient.connect(server) as client:
+        items = [item async for item in client.speak("Good morning, my friend.", timestamps=True)]
+    kinds = ["audio" if isinstance(item, AudioFrame) else item.type for item in items]
+    assert kinds.index("words") < kinds.index("audio")
+    words = [item for item in items if isinstance(item, Event) and item.type == "words"]
+    assert [item[0] for event in words for item in event.fields["items"]] == [
+        "Good",
+        "morning",
+        "my",
+        "friend",
+    ]
+
+
+@pytest.mark.model
 async def test_server_errors_raise(server: str) -> None:
     async with TTSClient.connect(server) as client:
         with pytest.raises(ServerError) as raised:

@@ -150,10 +150,12 @@ class GatedSynthesizer(Synthesizer):
         self.gate.wait(timeout=60)
         return super().warm_up(voice, engine)
 
-    def speak_blocking(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
+    def speak_blocking(
+        self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
+    ) -> SpeechResult:
         self.entered.set()
         self.gate.wait(timeout=60)
-        return super().speak_blocking(text, voice, speed)
+        return super().speak_blocking(text, voice, speed, timestamps=timestamps)
 
 
 def test_ready_is_503_until_warm(settings: Settings, synthesizer: Synthesizer) -> None:

@@ -72,6 +72,8 @@ function freshState(stream = null) {
     frameMs: null,
     bufferedMs: 0,
     startHoldMs: null, // the adaptive start's wait after the first audio
+    wordsTimed: 0, // word timings received
+    wordsHighlighted: [], // char offsets of each word highlighted as it was heard, in order
   };
 }
 // Mutated in place so that a reference taken earlier stays live; `seqs` is a new array per stream.
@@ -199,6 +201,7 @@ async function startStream({ live = false } = {}) {
     live,
     text: "", // everything sent on the stream: segments' char offsets index into it
     segments: [], // {seg, start, end, charStart, charEnd} in stream samples
+    words: [], // {start, end, charStart, charEnd}: word timings, in stream samples
     segSamples: 0,
     t0: null, // when the first text went out (client TTFA starts here)
   };
@@ -224,7 +227,13 @@ async function startStream({ live = false } = {}) {
     prerollMs: PREROLL_MS,
     startDelayMs: START_DELAY_MS,
   });
-  const start = { type: "start", stream: id, speed: Number(ui.speed.value), encoding: "pcm_s16le" };
+  const start = {
+    type: "start",
+    stream: id,
+    speed: Number(ui.speed.value),
+    encoding: "pcm_s16le",
+    timestamps: "word", // each segment's word timings arrive just before its audio
+  };
   const voice = currentVoice();
   if (voice) start.voice = voice;
   send(start);
@@ -305,6 +314,12 @@ function onServerMessage(msg) {
   switch (msg.type) {
     case "audio":
       return onAudio(msg);
+    case "words":
+      for (const [, start, end, charStart, charEnd] of msg.items) {
+        cur.words.push({ start, end, charStart, charEnd });
+      }
+      S.wordsTimed = cur.words.length;
+      return;
     case "segment":
       cur.segments.push({
         seg: msg.seg,
@@ -474,13 +489,30 @@ function heardSegment() {
   return cur.segments.findIndex((s) => played >= s.start && played < s.end);
 }
 
+// The word being heard: the last one started, until a little after its end (the pauses
+// between words stay on the word before them rather than flicker).
+const WORD_HOLD_SAMPLES = SAMPLE_RATE * 0.15;
+
+function heardWord() {
+  if (!cur || !S.started || S.state === "done") return -1;
+  const played = S.samplesPlayed;
+  let found = -1;
+  for (let i = 0; i < cur.words.length && cur.words[i].start <= played; i++) found = i;
+  if (found >= 0 && played >= cur.words[found].end + WORD_HOLD_SAMPLES) return -1;
+  return found;
+}
+
 // The transcript shows the stream's text: heard segments dimmed, the one heard now
-// highlighted, synthesized ones plain and the rest (not yet synthesized) faint.
+// highlighted (and in it the word heard now), synthesized ones plain and the rest (not yet
+// synthesized) faint.
 function renderTranscript(force = false) {
   const box = ui.transcript;
   if (!cur) return;
   const heard = heardSegment();
-  const key = `${cur.id}|${cur.text.length}|${cur.segments.length}|${heard}|${S.state}`;
+  const wordIndex = heardWord();
+  const word = wordIndex >= 0 ? cur.words[wordIndex] : null;
+  if (word && S.wordsHighlighted.at(-1) !== word.charStart) S.wordsHighlighted.push(word.charStart);
+  const key = `${cur.id}|${cur.text.length}|${cur.segments.length}|${heard}|${wordIndex}|${S.state}`;
   if (!force && key === transcriptKey) return;
   transcriptKey = key;
   box.replaceChildren();
@@ -497,7 +529,13 @@ function renderTranscript(force = false) {
   cur.segments.forEach((s, i) => {
     add("pending", at, s.charStart); // text between segments (e.g. spaces) that no segment owns
     const cls = i === heard ? "heard-now" : finished || (heard >= 0 && i < heard) ? "heard" : "synth";
-    add(cls, s.charStart, s.charEnd);
+    if (i === heard && word && word.charStart >= s.charStart && word.charEnd <= s.charEnd) {
+      add(cls, s.charStart, word.charStart);
+      add(`${cls} word-now`, word.charStart, word.charEnd);
+      add(cls, word.charEnd, s.charEnd);
+    } else {
+      add(cls, s.charStart, s.charEnd);
+    }
     at = Math.max(at, s.charEnd);
   });
   add("pending", at, text.length);

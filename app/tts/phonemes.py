@@ -140,5 +140,9 @@ class Tokenizer:
     def __init__(self, vocab: Mapping[str, int]) -> None:
         self._vocab = dict(vocab)
 
+    @property
+    def vocab(self) -> Mapping[str, int]:
+        return self._vocab
+
     def encode(self, phonemes: str) -> list[int]:
         return [self._vocab[symbol] for symbol in phonemes if symbol in self._vocab]

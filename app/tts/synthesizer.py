@@ -15,11 +15,12 @@ from app.errors import EmptyTextError
 from app.providers import CPU, ProviderPlan
 from app.settings import Settings
 from app.tts.chunking import MAX_TOKENS, MIN_CALL_TOKENS, Chunker, TextChunk
-from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig, open_engines
-from app.tts.normalize import normalize
+from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig, Synthesis, open_engines
+from app.tts.normalize import NormalizedText, normalize
 from app.tts.phonemes import Phonemizer, Tokenizer, load_vocab, pause_token_ids
 from app.tts.variants import resolve_model, tail_frames_of, variant_of
 from app.tts.voices import VoiceBank
+from app.tts.word_timing import WordTiming, chunk_words, merge_by_source
 
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
@@ -33,6 +34,8 @@ class SpeechResult:
     audio: Audio
     chunks: tuple[TextChunk, ...]
     gen_seconds: float
+    words: tuple[WordTiming, ...] = ()
+    """Word timings on ``audio``'s samples, char spans into the text (when asked for)."""
 
     @property
     def audio_seconds(self) -> float:
@@ -127,10 +130,18 @@ class Synthesizer:
 
     def plan(self, text: str) -> list[TextChunk]:
         """Normalise and split ``text`` into model calls."""
-        chunks = self.chunker.split(normalize(text).text)
+        return self._plan(normalize(text))
+
+    def _plan(self, normalized: NormalizedText) -> list[TextChunk]:
+        chunks = self.chunker.split(normalized.text)
         if not chunks:
             raise EmptyTextError("the input has no speakable text")
         return chunks
+
+    @property
+    def has_timestamps(self) -> bool:
+        """The model reports its durations, so word timings can be given."""
+        return all(engine.has_durations for engine in self.engines)
 
     def render(
         self,
@@ -139,9 +150,15 @@ class Synthesizer:
         speed: float,
         run_options: ort.RunOptions | None = None,
         engine: Engine | None = None,
+        *,
+        timestamps: bool = False,
     ) -> SpeechResult:
-        """Plan and synthesize ``text`` on the calling thread (no argument checks)."""
-        chunks = self.plan(text)
+        """Plan and synthesize ``text`` on the calling thread (no argument checks).
+
+        With ``timestamps`` the result carries word timings (none where the model does not
+        report durations)."""
+        normalized = normalize(text)
+        chunks = self._plan(normalized)
         started = time.perf_counter()
         engine = engine or self.engine
         pieces = [
@@ -152,19 +169,40 @@ class Synthesizer:
         ]
         elapsed = time.perf_counter() - started
         audio = np.concatenate([piece.audio for piece in pieces]).astype(np.float32, copy=False)
-        return SpeechResult(audio, tuple(chunks), elapsed)
+        words = self._word_timings(normalized, chunks, pieces) if timestamps else ()
+        return SpeechResult(audio, tuple(chunks), elapsed, words)
 
-    def speak_blocking(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
+    def _word_timings(
+        self, normalized: NormalizedText, chunks: Sequence[TextChunk], pieces: Sequence[Synthesis]
+    ) -> tuple[WordTiming, ...]:
+        timed: list[tuple[int, int, int, int]] = []
+        offset = 0
+        for chunk, piece in zip(chunks, pieces, strict=True):
+            if piece.durations is None:
+                return ()
+            for start, end, char_start, char_end in chunk_words(
+                chunk, piece.durations, self.tokenizer.vocab, self.phonemizer.phonemize
+            ):
+                timed.append((start + offset, end + offset, char_start, char_end))
+            offset += len(piece.audio)
+        return tuple(merge_by_source(timed, normalized))
+
+    def speak_blocking(
+        self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
+    ) -> SpeechResult:
         """Synthesize a whole text on the calling thread."""
         check_speed(speed)
         self.voices.check(voice)
-        return self.render(text, voice, speed)
+        return self.render(text, voice, speed, timestamps=timestamps)
 
-    async def speak(self, text: str, voice: str, speed: float = 1.0) -> SpeechResult:
+    async def speak(
+        self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
+    ) -> SpeechResult:
         """Synthesize on the engine's thread; voice and speed errors are raised before queueing."""
         check_speed(speed)
         self.voices.check(voice)
-        return await self.engine.call(partial(self.speak_blocking, text, voice, speed))
+        render = partial(self.speak_blocking, text, voice, speed, timestamps=timestamps)
+        return await self.engine.call(render)
 
     def warm_up(self, voice: str, engine: Engine | None = None) -> SpeechResult:
         """One synthesis so the first real request does not pay ONNX Runtime's first-run costs
