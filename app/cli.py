@@ -146,6 +146,11 @@ def _add_bench_parsers(bench: argparse.ArgumentParser) -> None:
     )
     timestamps.add_argument("--json", type=Path, help="also write the JSON report to this file")
     _add_model_options(timestamps)
+    windowed = bench_kinds.add_parser(
+        "windowed", help="first audio from the decoder run on windows of frames (research)"
+    )
+    windowed.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    _add_model_options(windowed)
     soak = bench_kinds.add_parser("soak", help="server memory over many mixed requests")
     soak.add_argument("--requests", type=int, default=500, help="requests after the warm-up")
     soak.add_argument("--concurrency", type=int, default=2, help="requests at a time")
@@ -322,6 +327,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             args.json,
         )
         return 0 if held else 1
+    if args.bench_kind == "windowed":
+        from app.bench_windowed import run_windowed_bench  # noqa: PLC0415
+
+        run_windowed_bench(settings, args.json)
+        return 0
     if args.bench_kind == "timestamps":
         from app.bench_timestamps import run_timestamps_bench  # noqa: PLC0415
 
