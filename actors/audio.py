@@ -62,7 +62,13 @@ def speech_span(audio: Samples) -> tuple[int, int] | None:
 
 def shape_segment(audio: Samples, boundary: str, *, final: bool) -> Samples:
     """Trim the model's silence, fade the cut edges, and append the pause for ``boundary``."""
-    span = speech_span(audio)
+    return shape_span(audio, speech_span(audio), boundary, final=final)
+
+
+def shape_span(
+    audio: Samples, span: tuple[int, int] | None, boundary: str, *, final: bool
+) -> Samples:
+    """``shape_segment`` for a caller that has ``speech_span(audio)`` already."""
     if span is None:
         return np.zeros(0, dtype=np.float32)
     start, end = span

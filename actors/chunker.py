@@ -23,7 +23,7 @@ from actors.audio import (
     FrameSizer,
     Samples,
     encode_samples,
-    shape_segment,
+    shape_span,
     speech_span,
 )
 from actors.base import Actor
@@ -55,6 +55,8 @@ class _Pending:
     audio: SegmentAudio
     samples: Samples
     arrived_at: float
+    span: tuple[int, int] | None
+    """What shaping kept of the model call's audio (``speech_span``)."""
     offset: int = 0
     started: bool = False
     """Its first frame (or its words) went out."""
@@ -138,8 +140,9 @@ class StreamChunker(Actor[ChunkerInput]):
             while self._next_segment in self._ready:
                 audio = self._ready.pop(self._next_segment)
                 segment = audio.job.segment
-                shaped = shape_segment(audio.audio, segment.boundary, final=segment.final)
-                pending = _Pending(audio, shaped, self._clock())
+                span = speech_span(audio.audio)
+                shaped = shape_span(audio.audio, span, segment.boundary, final=segment.final)
+                pending = _Pending(audio, shaped, self._clock(), span)
                 if segment.index == self._first_segment:
                     pending.offset = min(self._skip, len(shaped))
                 self._queue.append(pending)
@@ -283,8 +286,7 @@ class StreamChunker(Actor[ChunkerInput]):
 
     async def _send_words(self, pending: _Pending) -> None:
         """The segment's word timings, just ahead of its first frame (when it has words)."""
-        audio = pending.audio
-        span = speech_span(audio.audio)
+        audio, span = pending.audio, pending.span
         if not audio.words or span is None:
             return
         segment = audio.job.segment

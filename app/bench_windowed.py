@@ -31,6 +31,7 @@ from app.tts.decoder_split import (
     ASR,
     ENERGY,
     F0,
+    Window,
     decoder_feed,
     norm_statistics,
     split_graph,
@@ -105,7 +106,7 @@ class WindowedBench:
         asr, f0, energy = self.text.run([ASR, F0, ENERGY], feed)
         text_seconds = time.perf_counter() - started
         frames = int(asr.shape[2])
-        everything = windows(frames, frames, frames, 0)[0]
+        everything = Window(0, frames, 0, frames)
         captured = self.capture.run(None, decoder_feed(asr, f0, energy, style, everything))
         halves = np.asarray(captured[0], dtype=np.float32)
         statistics_of_whole = dict(zip(self.statistics, captured[1:], strict=True))

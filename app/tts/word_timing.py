@@ -129,17 +129,12 @@ def _aligned(
 
 
 def _word_tokens(
-    texts: list[str], phonemes: str, vocab: Mapping[str, int], phonemize: Phonemize
+    texts: list[str], tokens: list[tuple[int, str, int]], phonemize: Phonemize
 ) -> list[list[int]]:
-    tokens = _tokens_of(phonemes, vocab)
     phoneme_words = _by_phoneme_word(tokens)
     if len(phoneme_words) == len(texts):
         return phoneme_words
     return _aligned(texts, tokens, phonemize)
-
-
-def _space_halves(phonemes: str, vocab: Mapping[str, int]) -> set[int]:
-    return {index for index, symbol, _ in _tokens_of(phonemes, vocab) if symbol == " "}
 
 
 def chunk_words(
@@ -158,17 +153,18 @@ def chunk_words(
     if not spans:
         return []
     texts = [chunk.text[s - chunk.start : e - chunk.start] for s, e in spans]
-    per_word = _word_tokens(texts, chunk.phonemes, vocab, phonemize)
+    tokens = _tokens_of(chunk.phonemes, vocab)
+    per_word = _word_tokens(texts, tokens, phonemize)
     frames = np.asarray(durations, dtype=np.float64)
     edges = np.concatenate([[0.0], np.cumsum(frames)]) * SAMPLES_PER_FRAME
-    spaces = _space_halves(chunk.phonemes, vocab)
+    spaces = {index for index, symbol, _ in tokens if symbol == " "}
     timed: list[tuple[int, int, int, int]] = []
     previous_end = int(edges[1])
-    for (char_start, char_end), tokens in zip(spans, per_word, strict=True):
-        if not tokens:  # nothing of it was found in the phonemes: a point at the last end
+    for (char_start, char_end), owned in zip(spans, per_word, strict=True):
+        if not owned:  # nothing of it was found in the phonemes: a point at the last end
             timed.append((previous_end, previous_end, char_start, char_end))
             continue
-        first, last = min(tokens), max(tokens)  # token i is the model's input i + 1
+        first, last = min(owned), max(owned)  # token i is the model's input i + 1
         start, end = edges[first + 1], edges[last + 2]
         if first - 1 in spaces:
             start -= (edges[first + 1] - edges[first]) / 2
