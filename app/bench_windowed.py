@@ -2,12 +2,13 @@
 
 For each ~20-word sentence (one model call), on the model the server would load: the whole
 graph's time and audio; the text side's time; then, per window plan, the time to the first
-window's audio (text side plus its decode) as a share of the whole call, and how far the joined
+window's audio (text side plus its decode) as a share of the whole call, how far the joined
 windows are from the whole call's audio (waveform SNR and log-mel distance, the same durations
-by construction). The bound is the log-mel distance between the whole call with the voice's
-style row and with the neighbouring row (the variant gate's bound). A control decodes the same
-windows with every norm statistic taken from the whole call, to show what keeps windows from
-matching. Needs the ``quality`` extra.
+by construction), and whether the joins show (the worst step of the log-mel spectrum across a
+join beyond the whole call's own step there). The bound is the log-mel distance between the
+whole call with the voice's style row and with the neighbouring row (the variant gate's bound).
+A control decodes the same windows with every norm statistic taken from the whole call, to show
+what keeps windows from matching. Needs the ``quality`` extra.
 """
 
 from __future__ import annotations
@@ -25,14 +26,16 @@ import onnx
 import onnxruntime as ort
 
 from app.bench import machine_facts
-from app.quality import Transcriber, log_mel_distance, word_error_rate
+from app.quality import Transcriber, join_steps_db, log_mel_distance, word_error_rate
 from app.settings import Settings
 from app.tts.decoder_split import (
     ASR,
     ENERGY,
     F0,
+    SAMPLES_PER_FRAME,
     Window,
     decoder_feed,
+    join,
     norm_statistics,
     split_graph,
     windows,
@@ -53,6 +56,10 @@ SENTENCES = (
     "bridge into town.",
 )
 WHOLE = 100_000
+FADE_FRAMES = 20
+"""For the join-step comparison: each window fading in over up to this much of the previous
+window's lookahead (the joined audio measured otherwise is butted, which measured closer to the
+whole call)."""
 PLANS = ((20, 20, 40, 20), (40, 60, 120, 60), (80, 80, 160, 80), (60, 20, WHOLE, WHOLE))
 """(first window, its lookahead, later windows, their context) in 25 ms frames. The last plan
 decodes a short first window, then the whole segment again and continues from the first
@@ -130,10 +137,13 @@ class WindowedBench:
                 decoded = self.decoder.run(["audio"], window_feed)[0]
                 if index == 0:
                     first_seconds = time.perf_counter() - started
-                pieces.append(window.keep(np.asarray(decoded, dtype=np.float32)))
+                pieces.append(np.asarray(decoded, dtype=np.float32))
                 oracle = self.injected.run(["audio"], {**window_feed, **statistics_of_whole})[0]
-                oracle_pieces.append(window.keep(np.asarray(oracle, dtype=np.float32)))
-            joined, controlled = np.concatenate(pieces), np.concatenate(oracle_pieces)
+                oracle_pieces.append(np.asarray(oracle, dtype=np.float32))
+            joined = join(pieces, plan)
+            faded = join(pieces, plan, FADE_FRAMES)
+            controlled = join(oracle_pieces, plan)
+            joins = [window.start * SAMPLES_PER_FRAME for window in plan[1:]]
             first_audio = text_seconds + first_seconds
             row["plans"].append(
                 {
@@ -147,6 +157,8 @@ class WindowedBench:
                     "snr_db": round(snr_db(joined, reference), 1),
                     "log_mel": round(log_mel_distance(joined, reference), 3),
                     "wer": self._wer(text, joined),
+                    "join_step_db": round(join_steps_db(joined, reference, joins), 2),
+                    "join_step_db_faded": round(join_steps_db(faded, reference, joins), 2),
                     "whole_statistics_snr_db": round(snr_db(controlled, reference), 1),
                     "whole_statistics_log_mel": round(log_mel_distance(controlled, reference), 3),
                 }
@@ -207,7 +219,9 @@ def _print(report: dict[str, Any]) -> None:
                 f"{plan['window_frames']} / context {plan['context_frames']}: first audio "
                 f"{plan['first_audio_ms']} ms "
                 f"({plan['first_audio_ratio']}x), SNR {plan['snr_db']} dB, log-mel "
-                f"{plan['log_mel']}, WER {plan['wer']}; with the whole call's norm statistics: SNR "
+                f"{plan['log_mel']}, WER {plan['wer']}, worst join step "
+                f"{plan['join_step_db']} dB ({plan['join_step_db_faded']} with a "
+                f"{FADE_FRAMES}-frame fade); with the whole call's norm statistics: SNR "
                 f"{plan['whole_statistics_snr_db']} dB, log-mel {plan['whole_statistics_log_mel']}"
             )
     for index in range(len(PLANS)):

@@ -7,6 +7,7 @@ Needs the ``quality`` extra (``pip install -e '.[quality]'``; ``make test`` inst
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Sequence
 
@@ -104,6 +105,28 @@ def log_mel_db(audio_24k: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     decibels = 10 * np.log10(np.maximum(mel, 1e-12))
     floored: npt.NDArray[np.float64] = np.maximum(decibels, decibels.max() - _FLOOR_DB).T
     return floored
+
+
+def join_steps_db(
+    audio: npt.NDArray[np.float32],
+    reference: npt.NDArray[np.float32],
+    joins: Sequence[int],
+) -> float:
+    """How much more the log-mel spectrum jumps across the given sample positions of ``audio``
+    than across the same positions of ``reference`` (dB, the worst join): a seam shows as a
+    step the reference does not have."""
+    a, b = log_mel_db(audio), log_mel_db(reference)
+    size = min(len(a), len(b))
+    worst = 0.0
+    for sample in joins:
+        # the first of log_mel_db's frames (400 samples at 16 kHz, 160 apart) centred after it
+        after = math.ceil((sample * 2 / 3 - 200) / 160)
+        steps = [k for k in range(after - 1, after + 2) if 1 <= k < size]
+        if steps:
+            step = max(float(np.abs(a[k] - a[k - 1]).mean()) for k in steps)
+            usual = max(float(np.abs(b[k] - b[k - 1]).mean()) for k in steps)
+            worst = max(worst, step - usual)
+    return worst
 
 
 def log_mel_distance(audio: npt.NDArray[np.float32], reference: npt.NDArray[np.float32]) -> float:

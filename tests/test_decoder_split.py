@@ -19,6 +19,7 @@ from app.tts.decoder_split import (
     SplitGraph,
     Window,
     decoder_feed,
+    join,
     phase_offset,
     split_graph,
     windows,
@@ -48,6 +49,19 @@ def test_a_window_keeps_its_own_frames_of_the_decoded_audio() -> None:
     decoded = np.arange(30 * 600, dtype=np.float32)  # frames 5..35 decoded
     kept = Window(start=10, end=20, decode_start=5, decode_end=35).keep(decoded)
     assert len(kept) == 10 * 600 and kept[0] == 5 * 600
+
+
+def test_a_window_fades_in_over_the_previous_windows_lookahead() -> None:
+    plan = windows(6, first=2, size=4, context=0, first_context=1)  # [0, 3) then [2, 6)
+    first = np.full(3 * 600, 1.0, dtype=np.float32)
+    second = np.full(4 * 600, 3.0, dtype=np.float32)
+    butted = join([first, second], plan)
+    np.testing.assert_array_equal(butted, np.r_[np.full(1200, 1.0), np.full(2400, 3.0)])
+    faded = join([first, second], plan, fade_frames=5)  # only 1 frame of lookahead to use
+    assert len(faded) == 6 * 600
+    ramp = faded[1200:1800]
+    assert 1.0 < ramp[0] < ramp[-1] < 3.0 and np.all(np.diff(ramp) > 0)
+    np.testing.assert_array_equal(faded[1800:], np.full(1800, 3.0))
 
 
 def test_the_phase_offset_is_the_sum_so_far_modulo_one_source_period() -> None:

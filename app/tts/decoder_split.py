@@ -20,6 +20,7 @@ whole segment. A window sees only its own frames, so its statistics, and its sou
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,3 +187,27 @@ def decoder_feed(
         "style": style,
         PHASE_OFFSET: phase_offset(f0, 2 * a),
     }
+
+
+def join(
+    decoded: Sequence[npt.NDArray[np.float32]], plan: Sequence[Window], fade_frames: int = 0
+) -> npt.NDArray[np.float32]:
+    """The windows' kept audio end to end. With ``fade_frames``, each window fades in over the
+    audio the previous window decoded past its end (its lookahead), up to that many frames:
+    the join then has no step where the two windows' normalisations differ."""
+    pieces: list[npt.NDArray[np.float32]] = []
+    for index, (audio, window) in enumerate(zip(decoded, plan, strict=True)):
+        kept = window.keep(audio).copy()
+        if index and fade_frames:
+            before, previous = decoded[index - 1], plan[index - 1]
+            overlap = min(
+                fade_frames, previous.decode_end - previous.end, window.end - window.start
+            )
+            count = overlap * SAMPLES_PER_FRAME
+            if count:
+                tail_start = (previous.end - previous.decode_start) * SAMPLES_PER_FRAME
+                tail = before[tail_start : tail_start + count]
+                ramp = (np.arange(count, dtype=np.float32) + 0.5) / count
+                kept[:count] = tail * (1 - ramp) + kept[:count] * ramp
+        pieces.append(kept)
+    return np.concatenate(pieces)
