@@ -52,6 +52,13 @@ class EmptyTextError(TTSError):
     http_status = 400
 
 
+class TimestampsUnavailableError(TTSError):
+    """Word timings were asked of a model that does not report its durations."""
+
+    code = "timestamps_unavailable"
+    http_status = 400
+
+
 class TextTooLongError(TTSError):
     """The input exceeds the configured character limit."""
 

@@ -263,14 +263,10 @@ class Connection:
         voice = message.voice or self.settings.default_voice
         try:
             self.pipeline.synthesizer.voices.check(voice)
+            if message.timestamps == "word":
+                self.pipeline.synthesizer.check_timestamps()
         except TTSError as error:
             raise wire.ProtocolError(error.code, error.message, stream=message.stream) from None
-        if message.timestamps == "word" and not self.pipeline.synthesizer.has_timestamps:
-            raise wire.ProtocolError(
-                "timestamps_unavailable",
-                "this model does not report its durations, so it cannot time words",
-                stream=message.stream,
-            )
         self.client_streams.open(self.address, message.stream)
         key = StreamKey(self.session, message.stream)
         try:

@@ -79,12 +79,6 @@ async def speech(request: Request) -> Response:
         req = SpeechRequest.model_validate(body)
     except ValidationError as error:
         return error_response(422, "invalid_request", _describe(error))
-    if req.timestamps == "word" and not service.synthesizer.has_timestamps:
-        return error_response(
-            400,
-            "timestamps_unavailable",
-            "this model does not report its durations, so it cannot time words",
-        )
     limit = service.settings.max_input_chars
     if len(req.input) > limit:
         too_long = TextTooLongError(f"input has {len(req.input)} characters; the limit is {limit}")

@@ -11,7 +11,7 @@ from functools import partial
 import numpy as np
 import onnxruntime as ort
 
-from app.errors import EmptyTextError
+from app.errors import EmptyTextError, TimestampsUnavailableError
 from app.providers import CPU, ProviderPlan
 from app.settings import Settings
 from app.tts.chunking import MAX_TOKENS, MIN_CALL_TOKENS, Chunker, TextChunk
@@ -143,6 +143,13 @@ class Synthesizer:
         """The model reports its durations, so word timings can be given."""
         return all(engine.has_durations for engine in self.engines)
 
+    def check_timestamps(self) -> None:
+        """Raise ``TimestampsUnavailableError`` unless word timings can be given."""
+        if not self.has_timestamps:
+            raise TimestampsUnavailableError(
+                "this model does not report its durations, so it cannot time words"
+            )
+
     def render(
         self,
         text: str,
@@ -198,9 +205,12 @@ class Synthesizer:
     async def speak(
         self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
     ) -> SpeechResult:
-        """Synthesize on the engine's thread; voice and speed errors are raised before queueing."""
+        """Synthesize on the engine's thread; voice, speed and timestamp errors are raised
+        before queueing."""
         check_speed(speed)
         self.voices.check(voice)
+        if timestamps:
+            self.check_timestamps()
         render = partial(self.speak_blocking, text, voice, speed, timestamps=timestamps)
         return await self.engine.call(render)
 
