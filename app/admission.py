@@ -10,7 +10,8 @@ per wall second (measured by the scheduler from recent jobs), so
 
 streams may synthesize at once; ``utilization`` below 1 keeps headroom for the bursts of new
 streams' first segments, for segments waiting behind other streams' and for measurement noise.
-A fixed ``max_streams`` overrides the measurement. A stream beyond capacity is refused with
+A fixed ``max_streams`` overrides the measurement. A whole-text (HTTP) request holds a slot
+like a stream while it is synthesized. A stream beyond capacity is refused with
 ``busy`` and a ``retry_after_ms`` (or, with ``wait_s`` set, waits up to that long, first come
 first served, for a slot).
 
@@ -38,6 +39,8 @@ MIN_RETRY_MS = 100
 MAX_RETRY_MS = 10_000
 PAUSED_RETRY_MS = 2000
 """Retry hint while admission is paused (a plan swap builds and warms in 2-8 s here)."""
+REQUEST_SESSION = "http"
+"""The session name of whole-text (HTTP) requests' slots; a connection's is 12 hex digits."""
 MEMORY_RETRY_MS = 3000
 """Retry hint under memory pressure: the level drops 2 s after usage does, at the earliest."""
 
@@ -199,6 +202,7 @@ class Admission:
         return {
             "capacity_streams": self.capacity(),
             "generating_streams": len(self._generating),
+            "generating_requests": sum(k.session == REQUEST_SESSION for k in self._generating),
             "waiting_streams": len(self._waiters),
             "admitted_total": self.admitted,
             "refused_total": self.refused,

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +18,9 @@ from starlette.routing import Route
 
 from app import degradation, regression
 from app.access import AccessPolicy
-from app.admission import MEMORY_RETRY_MS
 from app.audio_formats import FORMATS, encode
 from app.bench_history import HISTORY_FILE, BenchHistory
-from app.errors import TextTooLongError, TTSError
+from app.errors import RetryLaterError, TextTooLongError, TTSError
 from app.pipeline import Pipeline
 from app.plan_loader import PlanChoice
 from app.prometheus_metrics import CONTENT_TYPE
@@ -56,6 +56,17 @@ def error_response(
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
 
 
+def tts_error_response(error: TTSError) -> JSONResponse:
+    """The answer to a refused request; a retryable one says when to retry (``Retry-After``
+    in whole seconds, and ``retry_after_ms`` in the body where the server estimated it)."""
+    if not error.retryable:
+        return error_response(error.http_status, error.code, error.message)
+    retry_ms = error.retry_after_ms if isinstance(error, RetryLaterError) else 1000
+    body = {"error": {"code": error.code, "message": error.message, "retry_after_ms": retry_ms}}
+    headers = {"Retry-After": str(max(1, math.ceil(retry_ms / 1000)))}
+    return JSONResponse(body, error.http_status, headers=headers)
+
+
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "body"
@@ -83,30 +94,22 @@ async def speech(request: Request) -> Response:
     if len(req.input) > limit:
         too_long = TextTooLongError(f"input has {len(req.input)} characters; the limit is {limit}")
         return error_response(too_long.http_status, too_long.code, too_long.message)
-    try:
-        service.drain.check()
-    except TTSError as error:
-        return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
+    voice = req.voice or service.settings.default_voice
+    timestamps = req.timestamps == "word"
     if service.request_slots.locked():
         return error_response(
             503, "busy", "too many synthesis requests in progress", {"Retry-After": "1"}
         )
-    low_memory = service.memory.refusal()
-    if low_memory is not None:
-        retry_s = str(MEMORY_RETRY_MS // 1000)
-        return error_response(503, "busy", low_memory, {"Retry-After": retry_s})
     async with service.request_slots:
         try:
-            with service.foreground.active(object()):  # background benchmarks give way
-                result = await service.synthesizer.speak(
-                    req.input,
-                    req.voice or service.settings.default_voice,
-                    req.speed,
-                    timestamps=req.timestamps == "word",
-                )
+            service.drain.check()
+            synthesizer = service.synthesizer
+            synthesizer.check_request(voice, req.speed, timestamps=timestamps)
+            # A slot of the streams' capacity: streams already synthesizing keep their share
+            async with service.pipeline.whole_text(len(req.input)):
+                result = await synthesizer.speak(req.input, voice, req.speed, timestamps=timestamps)
         except TTSError as error:
-            headers = {"Retry-After": "1"} if error.retryable else None
-            return error_response(error.http_status, error.code, error.message, headers)
+            return tts_error_response(error)
         data = await asyncio.to_thread(encode, result.audio, SAMPLE_RATE, req.response_format)
     headers = {
         "X-Audio-Seconds": f"{result.audio_seconds:.3f}",
@@ -143,7 +146,7 @@ async def voices(request: Request) -> Response:
     try:
         bank = service.synthesizer.voices
     except TTSError as error:
-        return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
+        return tts_error_response(error)
     return JSONResponse(
         {
             "default": service.settings.default_voice,
@@ -167,7 +170,7 @@ async def stats(request: Request) -> Response:
     try:
         pipeline = service.pipeline
     except TTSError as error:
-        return error_response(error.http_status, error.code, error.message, {"Retry-After": "1"})
+        return tts_error_response(error)
     body = pipeline.stats()
     body["memory"] = service.memory.stats()
     body["models"] = _served_models(service.settings.model_path, service.settings.variant, pipeline)
@@ -315,8 +318,7 @@ async def admin_plan(request: Request) -> Response:
     try:
         report = await _service(request).swapper.swap(plan)
     except TTSError as error:
-        headers = {"Retry-After": "1"} if error.retryable else None
-        return error_response(error.http_status, error.code, error.message, headers)
+        return tts_error_response(error)
     return JSONResponse(report.to_json())
 
 

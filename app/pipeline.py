@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from actors.metrics import MetricsActor
 from actors.occupancy import CallOccupancy
 from actors.scheduler import ReplaceWorkers, Scheduler
 from actors.supervisor import Supervisor
-from app.admission import Admission, AdmissionPolicy
+from app.admission import REQUEST_SESSION, Admission, AdmissionPolicy
 from app.foreground import Foreground
 from app.memory_pressure import MemoryMonitor
 from app.process import rss_bytes
@@ -96,11 +97,14 @@ class Pipeline:
             admission or AdmissionPolicy(),
             throughput=self.scheduler.throughput,
             workers=lambda: self.scheduler.healthy_workers,
-            remaining_seconds=self.scheduler.remaining_seconds,
+            remaining_seconds=self._remaining_seconds,
             memory=memory,
         )
         self.max_lead_seconds = max_lead_seconds
         self._chunkers: dict[StreamKey, StreamChunker] = {}
+        self._requests: dict[StreamKey, float] = {}
+        """Whole-text requests holding a slot, with their estimated generation seconds."""
+        self._request_serial = itertools.count(1)
         self._supervisor: Supervisor | None = None
         self._retired: dict[str, asyncio.Event] = {}
 
@@ -199,6 +203,30 @@ class Pipeline:
             "inference": {worker.name: worker.stats() for worker in self.workers},
             "live_streams": streams,
         }
+
+    def _remaining_seconds(self, key: StreamKey) -> float:
+        if key in self._requests:
+            return self._requests[key]
+        return self.scheduler.remaining_seconds(key)
+
+    @contextlib.asynccontextmanager
+    async def whole_text(self, characters: int) -> AsyncIterator[None]:
+        """Hold an admission slot while a whole-text (HTTP) request is synthesized.
+
+        Such a request keeps a session as busy as a synthesizing stream does, so it counts
+        against the same capacity: beyond it, ``BusyError`` (or a wait, by the policy), and
+        streams already admitted keep their share of the sessions."""
+        key = StreamKey(REQUEST_SESSION, f"request-{next(self._request_serial)}")
+        self._requests[key] = characters * self.scheduler.seconds_per_char
+        try:
+            await self.admit(key)
+            try:
+                yield
+            finally:
+                self.admission.release(key)
+                self.foreground.leave(key)
+        finally:
+            del self._requests[key]
 
     async def admit(self, key: StreamKey) -> None:
         """Count ``key`` as user work, then take an admission slot (``BusyError`` if none)."""

@@ -201,6 +201,38 @@ async def test_a_stream_beyond_capacity_is_answered_busy_and_hurts_nobody(
 
 
 @pytest.mark.model
+async def test_whole_text_requests_and_streams_share_the_capacity(
+    settings: Settings, synthesizer: Synthesizer
+) -> None:
+    with live_server(replace(settings, max_active_streams=1), synthesizer) as base:
+        client = await Client.connect(base)
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            await speak(client, "a", PARAGRAPH)
+            await client.receive_one()  # a is admitted and under way
+            refused = await http.post("/v1/audio/speech", json={"input": SHORT})
+            await client.until_done("a")
+            request = asyncio.create_task(http.post("/v1/audio/speech", json={"input": PARAGRAPH}))
+            while (await http.get("/v1/stats")).json()["admission"]["generating_requests"] < 1:
+                assert not request.done(), "the request was synthesized without a slot"
+            await speak(client, "b", SHORT)
+            busy = await client.next_error()
+            answered = await request
+            admission = (await http.get("/v1/stats")).json()["admission"]
+        await client.close()
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "busy"
+    retry_ms = refused.json()["error"]["retry_after_ms"]
+    assert MIN_RETRY_MS <= retry_ms <= MAX_RETRY_MS
+    assert int(refused.headers["retry-after"]) == max(1, -(-retry_ms // 1000))
+    assert busy["code"] == "busy" and busy["stream"] == "b"
+    assert answered.status_code == 200 and float(answered.headers["x-audio-seconds"]) > 5
+    log = client.streams["a"]
+    log.assert_contiguous()
+    assert log.done is not None and log.done["reason"] == "complete"
+    assert (admission["admitted_total"], admission["refused_total"]) == (2, 2)
+    assert admission["generating_requests"] == 0 and admission["generating_streams"] == 0
+
+
+@pytest.mark.model
 async def test_with_a_wait_the_stream_beyond_capacity_starts_when_a_slot_frees(
     settings: Settings, synthesizer: Synthesizer
 ) -> None:

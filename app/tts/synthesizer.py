@@ -202,15 +202,20 @@ class Synthesizer:
         self.voices.check(voice)
         return self.render(text, voice, speed, timestamps=timestamps)
 
+    def check_request(self, voice: str, speed: float, *, timestamps: bool = False) -> None:
+        """Raise the error a request with these arguments would get (unknown voice, speed out
+        of range, timestamps without durations)."""
+        check_speed(speed)
+        self.voices.check(voice)
+        if timestamps:
+            self.check_timestamps()
+
     async def speak(
         self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
     ) -> SpeechResult:
         """Synthesize on the engine's thread; voice, speed and timestamp errors are raised
         before queueing."""
-        check_speed(speed)
-        self.voices.check(voice)
-        if timestamps:
-            self.check_timestamps()
+        self.check_request(voice, speed, timestamps=timestamps)
         render = partial(self.speak_blocking, text, voice, speed, timestamps=timestamps)
         return await self.engine.call(render)
 
