@@ -9,7 +9,19 @@ per wall second (measured by the scheduler from recent jobs), so
     capacity = max(1, floor(throughput * utilization))
 
 streams may synthesize at once; ``utilization`` below 1 keeps headroom for the bursts of new
-streams' first segments, for segments waiting behind other streams' and for measurement noise.
+streams' first segments and for measurement noise.
+
+Throughput is not the only limit: a segment runs whole on one session, so a stream's next
+segment can wait behind another stream's, and early in a stream (well under a second of audio
+buffered) that wait is an underrun. So a session takes a second stream only where the longest
+segment (``segment_seconds``: the segmenter's character cap at the measured seconds per
+character) takes less than ``segment_wait_s``, and more as it gets faster:
+
+    per_session = 1 + floor(segment_wait_s / segment_seconds)
+    capacity = min(capacity, sessions * per_session)
+
+On a CPU (a 300-character segment takes 2-3 s here) that is one stream per session; on an
+accelerator that makes the same segment in 0.1 s, throughput decides.
 A fixed ``max_streams`` overrides the measurement. A whole-text (HTTP) request holds a slot
 like a stream while it is synthesized. A stream beyond capacity is refused with
 ``busy`` and a ``retry_after_ms`` (or, with ``wait_s`` set, waits up to that long, first come
@@ -41,6 +53,8 @@ PAUSED_RETRY_MS = 2000
 """Retry hint while admission is paused (a plan swap builds and warms in 2-8 s here)."""
 REQUEST_SESSION = "http"
 """The session name of whole-text (HTTP) requests' slots; a connection's is 12 hex digits."""
+MAX_PER_SESSION = 1_000_000
+"""No limit per session (throughput decides)."""
 MEMORY_RETRY_MS = 3000
 """Retry hint under memory pressure: the level drops 2 s after usage does, at the earliest."""
 
@@ -52,11 +66,14 @@ class AdmissionPolicy:
     utilization: float = 0.6
     """Share of the measured throughput that admitted streams may use (with ``max_streams=0``).
 
-    Below 1 because throughput is not the only limit: a segment runs whole on one session, so a
-    stream's next segment can wait behind another stream's, and a new stream's first segments
-    must come faster than real time. On the reference machine (one session, about 2.3 audio
-    s/s) two streams synthesizing at once (0.87 of it) had underruns in 5 of 6 streams, one
-    stream (0.43) none: 0.6 admits one there and, where the sessions make 3.4 audio s/s, two."""
+    Below 1 because a new stream's first segments must come faster than real time, and for
+    measurement noise. On the reference machine (one session, about 2.3 audio s/s) two streams
+    synthesizing at once (0.87 of it) had underruns in 5 of 6 streams, one stream (0.43) none.
+    When the same machine measured 3.4 audio s/s, 0.6 alone admitted two, and they had underruns
+    too: the wait behind another stream's segment, which ``segment_wait_s`` bounds."""
+    segment_wait_s: float = 1.0
+    """How long a stream's segment may wait behind another stream's longest segment on the same
+    session (see the module docstring)."""
     wait_s: float = 0.0
     """How long a stream beyond capacity waits for a slot before ``busy``; 0 refuses at once."""
 
@@ -65,6 +82,8 @@ class AdmissionPolicy:
             raise ValueError("max_streams must be >= 0 (0 means: from measured throughput)")
         if not 0 < self.utilization <= 2:
             raise ValueError("utilization must be in (0, 2]")
+        if self.segment_wait_s < 0:
+            raise ValueError("segment_wait_s must be >= 0")
         if self.wait_s < 0:
             raise ValueError("wait_s must be >= 0")
 
@@ -79,14 +98,18 @@ class Admission:
         throughput: Callable[[], float],
         workers: Callable[[], int],
         remaining_seconds: Callable[[StreamKey], float],
+        segment_seconds: Callable[[], float] | None = None,
         memory: MemoryMonitor | None = None,
     ) -> None:
-        """``memory``: under pressure it lowers capacity and refuses new streams."""
+        """``segment_seconds``: how long the longest segment takes on one session (None: no
+        limit per session); ``memory``: under pressure it lowers capacity and refuses new
+        streams."""
         self.policy = policy
         self._memory = memory
         self._throughput = throughput
         self._workers = workers
         self._remaining = remaining_seconds
+        self._segment_seconds = segment_seconds
         self._generating: set[StreamKey] = set()
         self._waiters: deque[tuple[StreamKey, asyncio.Future[None]]] = deque()
         self.admitted = 0
@@ -99,7 +122,18 @@ class Admission:
             capacity = self.policy.max_streams
         else:
             capacity = max(1, math.floor(self._throughput() * self.policy.utilization + 1e-9))
+            capacity = min(capacity, self.per_session_limit() * max(1, self._workers()))
         return self._memory.capacity(capacity) if self._memory is not None else capacity
+
+    def per_session_limit(self) -> int:
+        """Streams one session may synthesize at once without a segment waiting longer than
+        ``segment_wait_s`` behind another stream's (see the module docstring)."""
+        if self._segment_seconds is None:
+            return MAX_PER_SESSION
+        longest = self._segment_seconds()
+        if longest <= 0:
+            return MAX_PER_SESSION
+        return min(MAX_PER_SESSION, 1 + math.floor(self.policy.segment_wait_s / longest + 1e-9))
 
     @property
     def generating(self) -> int:
@@ -209,6 +243,7 @@ class Admission:
             "waited_total": self.waited,
             "throughput_audio_per_s": round(self._throughput(), 3),
             "utilization": self.policy.utilization,
+            "per_session_limit": self.per_session_limit(),
             "max_streams": self.policy.max_streams or None,
             "wait_ms": round(self.policy.wait_s * 1000),
             "paused": self._paused,

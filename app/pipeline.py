@@ -31,6 +31,7 @@ from actors.messages import (
 from actors.metrics import MetricsActor
 from actors.occupancy import CallOccupancy
 from actors.scheduler import ReplaceWorkers, Scheduler
+from actors.segmentation import SegmenterPolicy
 from actors.supervisor import Supervisor
 from app.admission import REQUEST_SESSION, Admission, AdmissionPolicy
 from app.foreground import Foreground
@@ -40,6 +41,9 @@ from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
 from app.tts.engine import SAMPLE_RATE, Engine
 from app.tts.synthesizer import Synthesizer
+
+MAX_SEGMENT_CHARS = SegmenterPolicy().max_chars
+"""The longest segment the segmenter cuts: admission's measure of a session's longest wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class Pipeline:
             throughput=self.scheduler.throughput,
             workers=lambda: self.scheduler.healthy_workers,
             remaining_seconds=self._remaining_seconds,
+            segment_seconds=lambda: MAX_SEGMENT_CHARS * self.scheduler.seconds_per_char,
             memory=memory,
         )
         self.max_lead_seconds = max_lead_seconds

@@ -95,6 +95,31 @@ class RawResult:
     seconds: float = 0.0
     error: str | None = None
     """Why there is no figure (the loop could not run here)."""
+    passes: tuple[float, ...] = ()
+    """Each measurement's audio s/s (before the ramp, and after it), when there were several;
+    ``throughput_audio_per_s`` is their mean."""
+
+    @classmethod
+    def mean_of(cls, before: RawResult, after: RawResult) -> RawResult:
+        """One baseline from the loop run before and after the ramp: a shared machine's speed
+        drifts over minutes, and a single run on either side can flatter or sink the ratio."""
+        figures = tuple(
+            result.throughput_audio_per_s
+            for result in (before, after)
+            if result.throughput_audio_per_s is not None
+        )
+        if not figures:
+            return before
+        return cls(
+            before.plan,
+            sum(figures) / len(figures),
+            before.items,
+            before.texts,
+            before.rounds,
+            before.seconds + after.seconds,
+            before.error or after.error,
+            figures,
+        )
 
 
 @dataclass(frozen=True, slots=True)

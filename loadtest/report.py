@@ -26,7 +26,8 @@ RULES = (
     "marked `*` where the server does not report it and the audio the clients received per "
     "second is shown instead. Underruns are those of the modelled real-time player (120 ms "
     "pre-roll, adaptive start) after it first started. The raw engine loop is the same plan's "
-    "sessions saturated with the corpus's segments in this process, before the ramp."
+    "sessions saturated with the corpus's segments in this process, with the server idle, before "
+    "and after the ramp; the ratio uses the mean of the two."
 )
 
 
@@ -127,7 +128,7 @@ def _beyond_line(summary: Summary) -> str:
     return f"- Steps beyond capacity got refusals: {verdict} ({steps})"
 
 
-def _throughput_line(summary: Summary) -> str:
+def _throughput_line(summary: Summary, raw: RawResult | None) -> str:
     if summary.saturation_throughput is None:
         return "- Saturation throughput: not measured"
     line = (
@@ -137,8 +138,12 @@ def _throughput_line(summary: Summary) -> str:
     if summary.raw_throughput is None:
         return line + "; raw engine loop: not measured"
     ratio = _number(summary.saturation_ratio, 2)
+    passes = ""
+    if raw is not None and len(raw.passes) > 1:
+        passes = " (mean of " + " before and ".join(f"{p:.2f}" for p in raw.passes)
+        passes += " after the ramp)"
     return (
-        f"{line}; raw engine loop: {summary.raw_throughput:.2f} audio s/s; "
+        f"{line}; raw engine loop: {summary.raw_throughput:.2f} audio s/s{passes}; "
         f"saturation / raw = {ratio}"
     )
 
@@ -150,7 +155,7 @@ def summary_lines(report: LoadReport) -> list[str]:
         _capacity_line(summary),
         "- Highest step without underruns: " + (f"{clean} users" if clean is not None else "none"),
         _beyond_line(summary),
-        _throughput_line(summary),
+        _throughput_line(summary, report.raw),
         f"- Streams: {summary.streams} started, {summary.completed} completed, "
         f"{summary.failed} failed",
     ]

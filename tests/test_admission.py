@@ -56,6 +56,37 @@ def test_capacity_is_the_usable_share_of_measured_throughput(
     assert admission.capacity() == capacity
 
 
+@pytest.mark.parametrize(
+    ("segment_s", "workers", "capacity"),
+    [(3.0, 1, 1), (3.0, 2, 2), (0.9, 1, 2), (0.45, 1, 3), (0.1, 1, 6), (0.0, 1, 6)],
+)
+def test_a_session_takes_more_streams_only_when_its_longest_segment_is_short(
+    segment_s: float, workers: int, capacity: int
+) -> None:
+    measured = Measured(throughput=10.0, workers=workers)
+    admission = Admission(
+        AdmissionPolicy(utilization=0.6, segment_wait_s=1.0),
+        throughput=lambda: measured.throughput,
+        workers=lambda: measured.workers,
+        remaining_seconds=lambda k: 0.0,
+        segment_seconds=lambda: segment_s,
+    )
+    assert admission.capacity() == capacity  # throughput alone would admit 6
+
+
+def test_without_a_wait_allowance_each_session_takes_one_stream() -> None:
+    def capacity(segment_wait_s: float) -> int:
+        return Admission(
+            AdmissionPolicy(segment_wait_s=segment_wait_s),
+            throughput=lambda: 10.0,
+            workers=lambda: 2,
+            remaining_seconds=lambda k: 0.0,
+            segment_seconds=lambda: 0.2,
+        ).capacity()
+
+    assert (capacity(0.0), capacity(0.2), capacity(1.0)) == (2, 4, 6)
+
+
 def test_a_fixed_limit_overrides_the_measurement() -> None:
     admission = Measured(throughput=10.0).admission(AdmissionPolicy(max_streams=3))
     assert admission.capacity() == 3
@@ -76,6 +107,7 @@ def test_capacity_follows_the_measurement_as_it_changes() -> None:
         {"utilization": 0.0},
         {"utilization": 3.0},
         {"wait_s": -1.0},
+        {"segment_wait_s": -1.0},
     ],
 )
 def test_bad_policies_are_rejected(policy: dict[str, float]) -> None:
@@ -281,7 +313,10 @@ async def test_the_settings_reach_the_scheduler_and_admission(
         None,
     )
     measured = admission["throughput_audio_per_s"]
-    assert admission["capacity_streams"] == max(1, int(measured * 0.5 + 1e-9))
+    sessions = len(stats["inference"])
+    by_throughput = max(1, int(measured * 0.5 + 1e-9))
+    by_sessions = admission["per_session_limit"] * sessions
+    assert admission["capacity_streams"] == min(by_throughput, by_sessions)
     assert ready["capacity"]["max_active_streams"] == admission["capacity_streams"]
     served = {"provider": CPU, "variant": variant_of(settings.model_path, settings.variant)}
     assert stats["models"] == [{**served, "file": synthesizer.engine.config.model_path.name}]

@@ -309,14 +309,14 @@ def test_the_player_model_says_how_much_is_left_to_hear() -> None:
 # --- report --------------------------------------------------------------------------------------
 
 
-def report() -> LoadReport:
+def report(raw: RawResult | None = None) -> LoadReport:
     return build_report(
         created="2025-01-01T00:00:00+00:00",
         config=LoadConfig(out=Path("out"), steps=(1, 2)).to_json(),
         machine={"cpu": "Test CPU", "cores": 2},
         server={"base": "http://127.0.0.1:1", "spawned": True, "plan": "cpu:1x2"},
         capacity=1,
-        raw=RawResult("cpu:1x2", 2.5, items=40, texts=4, rounds=1, seconds=30.0),
+        raw=raw or RawResult("cpu:1x2", 2.5, items=40, texts=4, rounds=1, seconds=30.0),
         windows=WINDOWS,
         streams=STREAMS,
         samples=samples(),
@@ -336,6 +336,17 @@ def test_the_markdown_has_the_step_table_and_the_summary() -> None:
     assert "raw engine loop: 2.50 audio s/s; saturation / raw = 0.80" in text
     assert "Stream error: ServerError: internal: boom" in text
     assert "![ttfa](ttfa.png)" in text
+
+
+def test_the_baseline_is_the_mean_of_the_loop_before_and_after_the_ramp() -> None:
+    before = RawResult("cpu:1x2", 3.2, items=40, texts=4, rounds=1, seconds=30.0)
+    after = RawResult("cpu:1x2", 2.8, items=40, texts=4, rounds=1, seconds=34.0)
+    mean = RawResult.mean_of(before, after)
+    assert mean.throughput_audio_per_s == pytest.approx(3.0) and mean.passes == (3.2, 2.8)
+    failed = RawResult("cpu:1x2", None, error="OSError: gone")
+    assert RawResult.mean_of(before, failed).throughput_audio_per_s == pytest.approx(3.2)
+    text = render_markdown(report(mean), [])
+    assert "raw engine loop: 3.00 audio s/s (mean of 3.20 before and 2.80 after the ramp)" in text
 
 
 def test_the_plots_are_written_as_png(tmp_path: Path) -> None:
