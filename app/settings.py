@@ -96,6 +96,9 @@ class Settings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     intra_op_threads: int = 2
     """ONNX Runtime threads per inference; 0 lets ONNX Runtime pick one per core."""
+    spin_wait: bool = True
+    """ONNX Runtime's threads spin while waiting for work; off gives the CPU to the rest of a
+    busy or shared machine (see EngineConfig.spin_wait)."""
     arena_shrinkage: bool = False
     """Give the inference arena's free memory back after every model call: less resident
     memory between calls, up to 11% slower synthesis (see EngineConfig)."""
@@ -186,6 +189,7 @@ class Settings:
             variant=_env("VARIANT") or defaults.variant,
             memory_limit_mb=_env_megabytes("MEMORY_LIMIT_MB", defaults.memory_limit_mb),
             arena_shrinkage=_env_flag("ARENA_SHRINKAGE", defaults.arena_shrinkage),
+            spin_wait=_env_flag("SPIN_WAIT", defaults.spin_wait),
             default_voice=_env("DEFAULT_VOICE") or defaults.default_voice,
             max_input_chars=_env_int("MAX_INPUT_CHARS", defaults.max_input_chars),
             max_queued_requests=_env_int("MAX_QUEUED_REQUESTS", defaults.max_queued_requests),

@@ -86,6 +86,8 @@ RELEVANT_ENV = frozenset(
         "MKL_NUM_THREADS",
         "OPENBLAS_NUM_THREADS",
         "CUDA_VISIBLE_DEVICES",
+        "KOKORO_SPIN_WAIT",
+        "KOKORO_ARENA_SHRINKAGE",
     }
 )
 """Environment variables that change inference speed (besides every ``ORT_*`` one)."""

@@ -13,7 +13,14 @@ import pytest
 from actors.audio import shape_segment
 from app.errors import EmptyTextError, UnknownVoiceError
 from app.settings import Settings
-from app.tts.engine import SAMPLE_RATE, Aborted, Engine, EngineConfig, tail_caps
+from app.tts.engine import (
+    ALLOW_SPINNING,
+    SAMPLE_RATE,
+    Aborted,
+    Engine,
+    EngineConfig,
+    tail_caps,
+)
 from app.tts.graph_edits import SAMPLES_PER_FRAME, add_duration_cap, has_duration_cap
 from app.tts.synthesizer import Synthesizer
 from app.tts.variants import SHIPPED, VariantStore
@@ -37,6 +44,27 @@ def test_thread_setting_reaches_the_session(synthesizer: Synthesizer) -> None:
         assert engine.session.get_session_options().intra_op_num_threads == 1
     finally:
         engine.close()
+
+
+def test_spin_wait_off_reaches_the_session_and_changes_no_sample(
+    synthesizer: Synthesizer,
+) -> None:
+    model_path = synthesizer.engine.config.model_path
+    resting = Engine(EngineConfig(model_path, spin_wait=False))
+    try:
+        options = resting.session.get_session_options()
+        assert options.get_session_config_entry(ALLOW_SPINNING) == "0"
+        default = synthesizer.engine.session.get_session_options()
+        with pytest.raises(RuntimeError, match="does not have configuration"):
+            default.get_session_config_entry(ALLOW_SPINNING)  # ONNX Runtime's default: spin
+        tokens = synthesizer.plan(SENTENCE)[0].tokens
+        style = synthesizer.voices.style("jm_kumo", len(tokens))
+        np.testing.assert_array_equal(
+            resting.synthesize(tokens, style, 1.0).audio,
+            synthesizer.engine.synthesize(tokens, style, 1.0).audio,
+        )
+    finally:
+        resting.close()
 
 
 def test_synthesis_is_deterministic_float32_audio(synthesizer: Synthesizer) -> None:

@@ -115,6 +115,12 @@ def test_arena_shrinkage_flag(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings.from_env()
 
 
+def test_spin_wait_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().spin_wait
+    monkeypatch.setenv("KOKORO_SPIN_WAIT", "off")
+    assert not Settings.from_env().spin_wait
+
+
 def test_memory_limit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings.from_env().memory_limit_mb == 0
     monkeypatch.setenv("KOKORO_MEMORY_LIMIT_MB", "1500")

@@ -141,6 +141,8 @@ CHANGES: dict[str, tuple[dict[str, Any], str]] = {
     "OPENBLAS_NUM_THREADS": (with_env("OPENBLAS_NUM_THREADS", "1"), "env"),
     "CUDA_VISIBLE_DEVICES": (with_env("CUDA_VISIBLE_DEVICES", "0"), "env"),
     "ORT_ variable": (with_env("ORT_DISABLE_SPINNING", "1"), "env"),
+    "KOKORO_SPIN_WAIT": (with_env("KOKORO_SPIN_WAIT", "off"), "env"),
+    "KOKORO_ARENA_SHRINKAGE": (with_env("KOKORO_ARENA_SHRINKAGE", "on"), "env"),
     "calibration voice": ({**BASE, "voice": "af_heart"}, "calibration"),
     "calibration texts": (
         {**BASE, "calibration_texts": (*CALIBRATION_TEXTS[:3], "A different long sentence.")},

@@ -46,6 +46,8 @@ REQUIRED_INPUTS = ("tokens", "style", "speed")
 Audio = npt.NDArray[np.float32]
 T = TypeVar("T")
 
+ALLOW_SPINNING = "session.intra_op.allow_spinning"
+
 _OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -67,6 +69,12 @@ class EngineConfig:
     default) renders them in full. 5 frames (125 ms) keep the speech's release."""
     pause_tokens: frozenset[int] = frozenset()
     """Token ids that are silence (punctuation, space): trailing ones are capped."""
+    spin_wait: bool = True
+    """Let ONNX Runtime's intra-op threads spin while waiting for work (its default). Spinning
+    saves a little latency on an idle machine, but the spinning threads take CPU from everything
+    else on it: at saturation on 2 cores (a server, its clients and a load generator), the
+    server made 0.86 of the raw loop's audio per engine-second with spinning and 1.04 without
+    (docs/benchmarks.md)."""
     arena_shrinkage: bool = False
     """Return the CPU arena's free memory to the system after every call. A long call grows the
     arena to its peak and the arena otherwise keeps it. Measured (``bench memory``): 377 MB
@@ -103,6 +111,8 @@ def session_options(config: EngineConfig) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[config.graph_optimization]
     options.log_severity_level = 3
+    if not config.spin_wait:
+        options.add_session_config_entry(ALLOW_SPINNING, "0")
     return options
 
 

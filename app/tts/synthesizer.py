@@ -108,6 +108,7 @@ class Synthesizer:
             providers=(plan.provider, CPU) if plan.provider != CPU else (CPU,),
             pause_tokens=pause_token_ids(vocab),
             arena_shrinkage=settings.arena_shrinkage,
+            spin_wait=settings.spin_wait,
             tail_frames=tail_frames_of(
                 variant_of(settings.model_path, settings.variant, plan.provider)
             ),
