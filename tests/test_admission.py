@@ -31,17 +31,22 @@ def key(name: str) -> StreamKey:
 class Measured:
     """What the scheduler would report."""
 
-    def __init__(self, throughput: float = 2.3, workers: int = 1) -> None:
+    def __init__(
+        self, throughput: float = 2.3, workers: int = 1, segment_seconds: float | None = None
+    ) -> None:
         self.throughput = throughput
         self.workers = workers
         self.remaining: dict[StreamKey, float] = {}
+        self.segment_seconds = segment_seconds
 
     def admission(self, policy: AdmissionPolicy) -> Admission:
+        segment = self.segment_seconds
         return Admission(
             policy,
             throughput=lambda: self.throughput,
             workers=lambda: self.workers,
             remaining_seconds=lambda k: self.remaining.get(k, 0.0),
+            segment_seconds=None if segment is None else (lambda: segment),
         )
 
 
@@ -63,26 +68,15 @@ def test_capacity_is_the_usable_share_of_measured_throughput(
 def test_a_session_takes_more_streams_only_when_its_longest_segment_is_short(
     segment_s: float, workers: int, capacity: int
 ) -> None:
-    measured = Measured(throughput=10.0, workers=workers)
-    admission = Admission(
-        AdmissionPolicy(utilization=0.6, segment_wait_s=1.0),
-        throughput=lambda: measured.throughput,
-        workers=lambda: measured.workers,
-        remaining_seconds=lambda k: 0.0,
-        segment_seconds=lambda: segment_s,
-    )
+    measured = Measured(throughput=10.0, workers=workers, segment_seconds=segment_s)
+    admission = measured.admission(AdmissionPolicy(utilization=0.6, segment_wait_s=1.0))
     assert admission.capacity() == capacity  # throughput alone would admit 6
 
 
 def test_without_a_wait_allowance_each_session_takes_one_stream() -> None:
     def capacity(segment_wait_s: float) -> int:
-        return Admission(
-            AdmissionPolicy(segment_wait_s=segment_wait_s),
-            throughput=lambda: 10.0,
-            workers=lambda: 2,
-            remaining_seconds=lambda k: 0.0,
-            segment_seconds=lambda: 0.2,
-        ).capacity()
+        measured = Measured(throughput=10.0, workers=2, segment_seconds=0.2)
+        return measured.admission(AdmissionPolicy(segment_wait_s=segment_wait_s)).capacity()
 
     assert (capacity(0.0), capacity(0.2), capacity(1.0)) == (2, 4, 6)
 

@@ -199,8 +199,7 @@ class Synthesizer:
         self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
     ) -> SpeechResult:
         """Synthesize a whole text on the calling thread."""
-        check_speed(speed)
-        self.voices.check(voice)
+        self.check_request(voice, speed)
         return self.render(text, voice, speed, timestamps=timestamps)
 
     def check_request(self, voice: str, speed: float, *, timestamps: bool = False) -> None:
