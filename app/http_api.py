@@ -20,7 +20,7 @@ from app import degradation, regression
 from app.access import AccessPolicy
 from app.audio_formats import FORMATS, encode
 from app.bench_history import HISTORY_FILE, BenchHistory
-from app.errors import RetryLaterError, TextTooLongError, TTSError
+from app.errors import BusyError, RetryLaterError, TextTooLongError, TTSError
 from app.pipeline import Pipeline
 from app.plan_loader import PlanChoice
 from app.prometheus_metrics import CONTENT_TYPE
@@ -97,9 +97,8 @@ async def speech(request: Request) -> Response:
     voice = req.voice or service.settings.default_voice
     timestamps = req.timestamps == "word"
     if service.request_slots.locked():
-        return error_response(
-            503, "busy", "too many synthesis requests in progress", {"Retry-After": "1"}
-        )
+        full = BusyError("too many synthesis requests in progress", retry_after_ms=1000)
+        return tts_error_response(full)
     async with service.request_slots:
         try:
             service.drain.check()

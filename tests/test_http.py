@@ -193,6 +193,7 @@ def test_requests_beyond_the_queue_limit_get_503_busy(
         first.join(timeout=60)
         after = _speech(client)
     assert busy.status_code == 503 and busy.json()["error"]["code"] == "busy"
+    assert busy.headers["retry-after"] == "1" and busy.json()["error"]["retry_after_ms"] == 1000
     assert results == [200]
     assert after.status_code == 200
 
