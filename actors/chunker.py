@@ -18,7 +18,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from actors.audio import (
+    FADE,
     Encoding,
     FrameSizer,
     Samples,
@@ -60,6 +63,8 @@ class _Pending:
     offset: int = 0
     started: bool = False
     """Its first frame (or its words) went out."""
+    complete: bool = True
+    """False while only the segment's first window is here (``SegmentAudio.first_part``)."""
 
 
 class StreamChunker(Actor[ChunkerInput]):
@@ -134,18 +139,19 @@ class StreamChunker(Actor[ChunkerInput]):
 
     async def handle(self, message: ChunkerInput) -> None:
         if isinstance(message, SegmentAudio):
-            self._ready[message.job.segment.index] = message
             if message.job.segment.index == self._first_segment:
                 self.first_received_at = message.job.received_at
+            if message.first_part:
+                self._open_segment(message)
+            else:
+                self._ready[message.job.segment.index] = message
             while self._next_segment in self._ready:
                 audio = self._ready.pop(self._next_segment)
-                segment = audio.job.segment
-                span = speech_span(audio.audio)
-                shaped = shape_span(audio.audio, span, segment.boundary, final=segment.final)
-                pending = _Pending(audio, shaped, self._clock(), span)
-                if segment.index == self._first_segment:
-                    pending.offset = min(self._skip, len(shaped))
-                self._queue.append(pending)
+                opened = self._queue[-1] if self._queue else None
+                if opened is not None and not opened.complete:
+                    self._complete_segment(opened, audio)
+                else:
+                    self._queue.append(self._shaped(audio))
                 self._gen_seconds += audio.gen_seconds
                 self._next_segment += 1
         elif isinstance(message, SegmentFailed):
@@ -158,6 +164,49 @@ class StreamChunker(Actor[ChunkerInput]):
             self._end = message
         self._check_generated()
         self._wake.set()
+
+    def _shaped(self, audio: SegmentAudio) -> _Pending:
+        segment = audio.job.segment
+        span = speech_span(audio.audio)
+        shaped = shape_span(audio.audio, span, segment.boundary, final=segment.final)
+        pending = _Pending(audio, shaped, self._clock(), span)
+        if segment.index == self._first_segment:
+            pending.offset = min(self._skip, len(shaped))
+        return pending
+
+    def _open_segment(self, part: SegmentAudio) -> None:
+        """The next segment's first window: its samples may go out before the rest is decoded.
+
+        Taken only for the segment due next and only once (a retried job delivers its first
+        window again), and only when it holds speech (its lead trim is then known)."""
+        index = part.job.segment.index
+        opened = self._queue[-1] if self._queue else None
+        if index != self._next_segment or (opened is not None and not opened.complete):
+            return
+        if index == self._first_segment and self._skip:
+            return  # resumed inside it: the whole segment's audio is what the client had
+        span = speech_span(part.audio)
+        if span is None:
+            return
+        kept = (span[0], max([len(part.audio), *(word.end for word in part.words)]))
+        speech = part.audio[span[0] :].astype(np.float32, copy=True)
+        fade = min(FADE, len(speech) // 2)
+        speech[:fade] *= np.linspace(0.0, 1.0, fade, dtype=np.float32)
+        self._queue.append(_Pending(part, speech, self._clock(), kept, complete=False))
+
+    def _complete_segment(self, opened: _Pending, audio: SegmentAudio) -> None:
+        """The whole segment's audio for a segment whose first window is out: keep the window's
+        samples, continue with the whole decode's from the window's end, and shape the end.
+        The shaped samples begin with exactly those already sent (same cut, same fade-in)."""
+        window = len(opened.audio.audio)
+        joined = np.concatenate([opened.audio.audio, audio.audio[window:]])
+        start = opened.span[0] if opened.span is not None else 0
+        whole = speech_span(joined)
+        end = max(whole[1] if whole is not None else len(joined), start + opened.offset)
+        segment = audio.job.segment
+        shaped = shape_span(joined, (start, end), segment.boundary, final=segment.final)
+        opened.audio, opened.samples, opened.span = audio, shaped, (start, end)
+        opened.complete = True
 
     def _check_generated(self) -> None:
         end = self._end
@@ -246,6 +295,8 @@ class StreamChunker(Actor[ChunkerInput]):
                 await self._wait_for_wake(lead - self.max_lead_seconds + self.sizer.frame_ms / 1000)
                 continue
             pending = self._queue[0]
+            if not pending.complete and pending.offset >= len(pending.samples):
+                return  # the first window is out; the rest of the segment is being decoded
             if not pending.started:
                 pending.started = True
                 await self._send_words(pending)
@@ -254,7 +305,7 @@ class StreamChunker(Actor[ChunkerInput]):
             if count:  # a silent segment shapes to nothing: no empty audio frame for it
                 await self._send_frame(pending.audio, frame)
             pending.offset += count
-            if pending.offset >= len(pending.samples):
+            if pending.complete and pending.offset >= len(pending.samples):
                 self._queue.popleft()
                 await self._send_segment_done(pending)
                 await self._acknowledge_flushes()
@@ -339,7 +390,7 @@ class StreamChunker(Actor[ChunkerInput]):
         self._demand(StreamDemand(self.key, self.lead_seconds(), self._clock()))
 
     async def _acknowledge_flushes(self) -> None:
-        sent_through = self._next_segment - len(self._queue) - 1
+        sent_through = self._next_segment - sum(p.complete for p in self._queue) - 1
         while self._flushes and self._flushes[0].after_segment <= sent_through:
             marker = self._flushes.pop(0)
             await self._send(wire.flushed(self.key.stream, marker.flush_id))

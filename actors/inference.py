@@ -41,7 +41,7 @@ from actors.messages import (
 from actors.occupancy import CallOccupancy
 from app.errors import TTSError
 from app.tts.engine import SAMPLE_RATE, Aborted, Engine
-from app.tts.synthesizer import Synthesizer
+from app.tts.synthesizer import SpeechResult, Synthesizer
 
 logger = logging.getLogger(__name__)
 
@@ -124,16 +124,7 @@ class InferenceActor(Actor[SegmentJob]):
         failure: str | None = None
         ticket = self._occupancy.begin()
         try:
-            render = partial(
-                self.synthesizer.render,
-                job.segment.text,
-                job.voice,
-                job.speed,
-                run_options,
-                self.engine,
-                timestamps=job.timestamps,
-            )
-            result = await asyncio.wait_for(self.engine.call(render), self.timeout_s)
+            result = await self._synthesize(job, run_options, started)
             outcome = SegmentAudio(
                 job=job,
                 audio=result.audio,
@@ -183,6 +174,53 @@ class InferenceActor(Actor[SegmentJob]):
         if self._on_failed is not None:
             self._on_failed(WorkerFailed(self.name, job, failure))
         await self._recover()
+
+    async def _synthesize(
+        self, job: SegmentJob, run_options: ort.RunOptions, started: float
+    ) -> SpeechResult:
+        """The job's whole result; with ``job.first_window``, the first window's audio is
+        delivered on the way (``Synthesizer.render_first_window``). Once it is, the job can no
+        longer be aborted: its first samples are with the stream."""
+        if not job.first_window:
+            render = partial(
+                self.synthesizer.render,
+                job.segment.text,
+                job.voice,
+                job.speed,
+                run_options,
+                self.engine,
+                timestamps=job.timestamps,
+            )
+            return await asyncio.wait_for(self.engine.call(render), self.timeout_s)
+        begin = partial(
+            self.synthesizer.render_first_window,
+            job.segment.text,
+            job.voice,
+            job.speed,
+            run_options,
+            self.engine,
+            timestamps=job.timestamps,
+        )
+        head, rest = await asyncio.wait_for(self.engine.call(begin), self.timeout_s)
+        if rest is None:
+            return head
+        with self._lock:
+            if run_options.terminate:
+                raise Aborted("aborted before the first window was delivered")
+            self._current = None  # from here on ``abort`` returns False
+        await self._deliver(
+            SegmentAudio(
+                job=job,
+                audio=head.audio,
+                gen_seconds=time.monotonic() - started,
+                queue_seconds=max(started - job.queued_at, 0.0),
+                provider=self.provider,
+                engine_seconds=head.gen_seconds,
+                words=head.words,
+                first_part=True,
+            )
+        )
+        return await asyncio.wait_for(self.engine.call(rest), self.timeout_s)
 
     async def _recover(self) -> None:
         """Probe the engine with backoff until it synthesizes again, then rejoin the rotation."""

@@ -117,6 +117,9 @@ class SegmentJob:
     """0 for the first try; a job whose worker failed is retried with ``attempt + 1``."""
     timestamps: bool = False
     """Time the segment's words (``SegmentAudio.words``)."""
+    first_window: bool = False
+    """Start its audio from a first window of frames where the engine can
+    (``Synthesizer.render_first_window``): the segment arrives in two ``SegmentAudio``."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -134,6 +137,10 @@ class SegmentAudio:
     """No other model call of the pipeline ran at any moment of this one."""
     words: tuple[WordTiming, ...] = ()
     """With ``job.timestamps``: samples index ``audio``, chars the segment's text."""
+    first_part: bool = False
+    """The first window's audio: the segment's first samples. The whole segment's audio follows
+    in another ``SegmentAudio`` (whose first samples differ slightly: the listener keeps the
+    window's, then the rest)."""
 
 
 @dataclass(frozen=True, slots=True)

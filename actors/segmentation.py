@@ -26,7 +26,8 @@ Cutting. Each decision looks only at complete tokens whose boundary is known, so
 do not depend on how the text was split into pieces. With ``w`` the words in the segment so far:
 
 * First segment (limit ``first_max_words``): cut at the first clause or sentence boundary with
-  ``w >= first_min_words``; else after the ``first_max_words``-th word.
+  ``w >= first_min_words``; else after the ``first_max_words``-th word. Without
+  ``first_clause_cut``, it is cut like a later segment (at a sentence end, or at the limit).
 * Later segments (limit ``L = min(max_words, ceil(previous limit * growth))``): cut at every
   sentence end with ``w >= min_words`` (completed sentences are not held back to pack more). On
   reaching ``L`` words, cut at the last clause boundary with ``w >= min_words``, else after the
@@ -103,6 +104,19 @@ class SegmenterPolicy:
     min_words: int = 3
     """A later segment ends at a sentence (or, at the cap, clause) boundary only with this many
     words: a very short segment is an expensive model call with poor prosody."""
+    first_clause_cut: bool = True
+    """The first segment ends at its first clause boundary too; without it, only at a sentence
+    end (or at its word or character limit, at the last clause boundary)."""
+
+    @classmethod
+    def whole_first_sentence(cls) -> SegmenterPolicy:
+        """The first segment is the first sentence (up to the later segments' limits)."""
+        defaults = cls()
+        return cls(
+            first_max_words=defaults.max_words,
+            first_max_chars=defaults.max_chars,
+            first_clause_cut=False,
+        )
 
     def __post_init__(self) -> None:
         if not 1 <= self.first_min_words <= self.first_max_words:
@@ -307,7 +321,7 @@ class Segmenter:
             self._next = i + 1
             least = policy.first_min_words if self._first else policy.min_words
             if token.boundary != "word" and self._words >= least:
-                if token.boundary == "sentence" or self._first:
+                if token.boundary == "sentence" or (self._first and policy.first_clause_cut):
                     segments.append(self._emit(i))
                     continue
                 self._last_clause = i

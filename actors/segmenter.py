@@ -32,14 +32,17 @@ class SegmenterActor(Actor[SegmenterInput]):
         first_index: int = 0,
         char_offset: int = 0,
         timestamps: bool = False,
+        first_window: bool = False,
     ) -> None:
         """``first_index`` and ``char_offset`` resume a stream (see ``Segmenter``);
-        ``timestamps`` asks for each segment's word timings."""
+        ``timestamps`` asks for each segment's word timings; ``first_window`` for segment 0's
+        audio to start from a first window (``SegmentJob.first_window``)."""
         super().__init__(name=f"segmenter:{key}", mailbox_size=mailbox_size)
         self.key = key
         self.voice = voice
         self.speed = speed
         self.timestamps = timestamps
+        self.first_window = first_window
         self._submit = submit
         self._mark = mark
         self.segmenter = Segmenter(
@@ -51,7 +54,13 @@ class SegmenterActor(Actor[SegmenterInput]):
     async def _emit(self, segments: list[TextSegment], received_at: float) -> None:
         for segment in segments:
             job = SegmentJob(
-                self.key, segment, self.voice, self.speed, received_at, timestamps=self.timestamps
+                self.key,
+                segment,
+                self.voice,
+                self.speed,
+                received_at,
+                timestamps=self.timestamps,
+                first_window=self.first_window and segment.index == 0,
             )
             await self._submit(job)
             self.segments += 1

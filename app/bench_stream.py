@@ -49,7 +49,7 @@ PARAGRAPH = (
 WORD_GAP_SECONDS = 0.05
 
 
-async def _stream_once(url: str, pieces: Sequence[str], gap: float) -> dict[str, Any]:
+async def stream_once(url: str, pieces: Sequence[str], gap: float) -> dict[str, Any]:
     """One stream on its own connection; returns client TTFA, server figures, segments."""
     async with connect(url, subprotocols=[wire.SUBPROTOCOL], max_size=2**22) as ws:  # type: ignore[list-item]
         wire.decode_server(await ws.recv(decode=False))
@@ -129,10 +129,10 @@ async def _run_rounds(url: str, rounds: int) -> dict[str, list[dict[str, Any]]]:
         "word_by_word": ([words[0], *(" " + word for word in words[1:])], WORD_GAP_SECONDS),
     }
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
-    await _stream_once(url, [SHORT], 0.0)  # warm the connection path; not counted
+    await stream_once(url, [SHORT], 0.0)  # warm the connection path; not counted
     for _ in range(rounds):
         for name, (pieces, gap) in cases.items():
-            results[name].append(await _stream_once(url, pieces, gap))
+            results[name].append(await stream_once(url, pieces, gap))
     return results
 
 

@@ -151,6 +151,13 @@ def _add_bench_parsers(bench: argparse.ArgumentParser) -> None:
     )
     windowed.add_argument("--json", type=Path, help="also write the JSON report to this file")
     _add_model_options(windowed)
+    first = bench_kinds.add_parser(
+        "first-segment", help="streamed first audio of a sentence in each first-segment mode"
+    )
+    first.add_argument("--rounds", type=int, default=3, help="rounds of three sentences")
+    first.add_argument("--plan", default="cpu:1x2", help="the server's provider plan")
+    first.add_argument("--json", type=Path, help="also write the JSON report to this file")
+    _add_model_options(first)
     soak = bench_kinds.add_parser("soak", help="server memory over many mixed requests")
     soak.add_argument("--requests", type=int, default=500, help="requests after the warm-up")
     soak.add_argument("--concurrency", type=int, default=2, help="requests at a time")
@@ -327,6 +334,11 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             args.json,
         )
         return 0 if held else 1
+    if args.bench_kind == "first-segment":
+        from app.bench_first_segment import run_first_segment_bench  # noqa: PLC0415
+
+        run_first_segment_bench(settings, args.rounds, args.plan, args.json)
+        return 0
     if args.bench_kind == "windowed":
         from app.bench_windowed import run_windowed_bench  # noqa: PLC0415
 

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.audio import ENCODINGS, Encoding, FrameSizer
 from actors.chunker import StreamChunker, done_message
 from actors.messages import EndIn, FlushIn, StreamFinished, StreamKey, StreamStarted, TextIn
+from actors.segmentation import SegmenterPolicy
 from actors.segmenter import SegmenterActor
 from actors.supervisor import Supervisor
 from app import wire
@@ -86,6 +87,11 @@ class Connection:
             maxsize=settings.max_streams_per_connection + 1
         )
         self._supervisor: Supervisor | None = None
+        self._segmenter_policy = (
+            SegmenterPolicy()
+            if settings.first_segment == "short"
+            else SegmenterPolicy.whole_first_sentence()
+        )
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -309,6 +315,8 @@ class Connection:
             first_index=0 if resume is None else resume.seg,
             char_offset=0 if resume is None else resume.chars,
             timestamps=message.timestamps == "word",
+            policy=self._segmenter_policy,
+            first_window=self.settings.first_segment == "windowed" and resume is None,
         )
         assert self._supervisor is not None
         try:

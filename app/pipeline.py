@@ -270,7 +270,7 @@ class Pipeline:
 
     async def _deliver(self, outcome: SegmentAudio | SegmentFailed) -> None:
         key = outcome.job.key
-        if isinstance(outcome, SegmentAudio):
+        if isinstance(outcome, SegmentAudio) and not outcome.first_part:
             self.metrics.observe(
                 SegmentGenerated(
                     key,

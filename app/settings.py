@@ -8,11 +8,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from app.access import parse_origins
 from app.tts.chunking import MAX_TOKENS
 
 ENV_PREFIX = "KOKORO_"
+
+FirstSegment = Literal["short", "sentence", "windowed"]
+FIRST_SEGMENTS: tuple[FirstSegment, ...] = ("short", "sentence", "windowed")
 
 
 def default_cache_dir() -> Path:
@@ -46,6 +50,18 @@ def _env_seconds(name: str, default: float) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError(f"{ENV_PREFIX}{name} must be a number of seconds >= 0, got {value!r}")
     return value
+
+
+def _env_first_segment(default: FirstSegment) -> FirstSegment:
+    value = _env("FIRST_SEGMENT")
+    if value is None:
+        return default
+    for choice in FIRST_SEGMENTS:
+        if value.lower() == choice:
+            return choice
+    raise ValueError(
+        f"{ENV_PREFIX}FIRST_SEGMENT must be one of {', '.join(FIRST_SEGMENTS)}, got {value!r}"
+    )
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -102,6 +118,12 @@ class Settings:
     arena_shrinkage: bool = False
     """Give the inference arena's free memory back after every model call: less resident
     memory between calls, up to 11% slower synthesis (see EngineConfig)."""
+    first_segment: FirstSegment = "short"
+    """How a stream's first segment is cut and decoded. ``short``: at most two words (or 12
+    characters), for the earliest first audio. ``sentence``: the whole first sentence (up to
+    40 words), one model call with the sentence's prosody, first audio later. ``windowed``: the
+    whole first sentence, its audio started from a first window of frames before the rest is
+    decoded (``app.tts.first_window``)."""
     max_segment_tokens: int = MAX_TOKENS
     """Longest model call in tokens; longer text is split at clause or word boundaries. A call's
     activation memory grows with its length (64..510)."""
@@ -185,6 +207,7 @@ class Settings:
             voices_path=_env_path("VOICES"),
             cache_dir=_env_path("CACHE_DIR") or defaults.cache_dir,
             intra_op_threads=_env_int("THREADS", defaults.intra_op_threads),
+            first_segment=_env_first_segment(defaults.first_segment),
             max_segment_tokens=_env_int("MAX_SEGMENT_TOKENS", defaults.max_segment_tokens),
             variant=_env("VARIANT") or defaults.variant,
             memory_limit_mb=_env_megabytes("MEMORY_LIMIT_MB", defaults.memory_limit_mb),

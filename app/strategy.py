@@ -88,6 +88,7 @@ RELEVANT_ENV = frozenset(
         "CUDA_VISIBLE_DEVICES",
         "KOKORO_SPIN_WAIT",
         "KOKORO_ARENA_SHRINKAGE",
+        "KOKORO_FIRST_SEGMENT",  # windowed: each session is the graph's two halves
     }
 )
 """Environment variables that change inference speed (besides every ``ORT_*`` one)."""

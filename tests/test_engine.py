@@ -15,11 +15,13 @@ from app.errors import EmptyTextError, UnknownVoiceError
 from app.settings import Settings
 from app.tts.engine import (
     ALLOW_SPINNING,
+    ARENA_SHRINKAGE,
     SAMPLE_RATE,
     Aborted,
     Engine,
     EngineConfig,
     tail_caps,
+    with_shrinkage,
 )
 from app.tts.graph_edits import SAMPLES_PER_FRAME, add_duration_cap, has_duration_cap
 from app.tts.synthesizer import Synthesizer
@@ -216,3 +218,13 @@ def test_tail_caps_cover_the_end_pad_and_trailing_pauses() -> None:
     assert list(caps[0]) == [np.inf, np.inf, np.inf, np.inf, 4, 4, 4]
     word_cut = tail_caps([50, 16, 60], frozenset({3, 16}), 4)
     assert np.isinf(word_cut).all(), "the last sound is drawn out over the end pad: no cap"
+
+
+def test_arena_shrinkage_is_set_once_per_run_options(capfd: pytest.CaptureFixture[str]) -> None:
+    twice = ort.RunOptions()
+    twice.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
+    twice.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
+    assert "already exists" in capfd.readouterr().err  # what setting it again costs
+    options = with_shrinkage(with_shrinkage(ort.RunOptions()))
+    assert options.get_run_config_entry(ARENA_SHRINKAGE) == "cpu:0"
+    assert "already exists" not in capfd.readouterr().err

@@ -128,3 +128,12 @@ def test_memory_limit_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOKORO_MEMORY_LIMIT_MB", "-1")
     with pytest.raises(ValueError, match="KOKORO_MEMORY_LIMIT_MB must be a number of megabytes"):
         Settings.from_env()
+
+
+def test_first_segment_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().first_segment == "short"
+    monkeypatch.setenv("KOKORO_FIRST_SEGMENT", "Windowed")
+    assert Settings.from_env().first_segment == "windowed"
+    monkeypatch.setenv("KOKORO_FIRST_SEGMENT", "paragraph")
+    with pytest.raises(ValueError, match="KOKORO_FIRST_SEGMENT must be one of short"):
+        Settings.from_env()

@@ -143,6 +143,7 @@ CHANGES: dict[str, tuple[dict[str, Any], str]] = {
     "ORT_ variable": (with_env("ORT_DISABLE_SPINNING", "1"), "env"),
     "KOKORO_SPIN_WAIT": (with_env("KOKORO_SPIN_WAIT", "off"), "env"),
     "KOKORO_ARENA_SHRINKAGE": (with_env("KOKORO_ARENA_SHRINKAGE", "on"), "env"),
+    "KOKORO_FIRST_SEGMENT": (with_env("KOKORO_FIRST_SEGMENT", "windowed"), "env"),
     "calibration voice": ({**BASE, "voice": "af_heart"}, "calibration"),
     "calibration texts": (
         {**BASE, "calibration_texts": (*CALIBRATION_TEXTS[:3], "A different long sentence.")},

@@ -29,6 +29,8 @@ import onnx
 import onnx.utils
 from onnx import TensorProto, helper
 
+from app.tts.graph_edits import DURATION_CAP_INPUT, DURATIONS_OUTPUT, has_duration_cap
+
 ASR = "/encoder/MatMul_1_output_0"
 """The text encoder's features aligned to frames (1, 512, frames)."""
 F0 = "/encoder/Reshape_output_0"
@@ -49,7 +51,8 @@ class SplitError(ValueError):
 @dataclass(frozen=True, slots=True)
 class SplitGraph:
     text: onnx.ModelProto
-    """tokens, style, speed -> asr, F0, N."""
+    """tokens, style, speed (and ``duration_cap``) -> asr, F0, N (and ``durations``, when the
+    graph has the duration edit, ``graph_edits``)."""
     decoder: onnx.ModelProto
     """asr, F0, N, style, phase_offset -> audio."""
 
@@ -69,7 +72,12 @@ def split_graph(model: onnx.ModelProto) -> SplitGraph:
     if missing:
         raise SplitError(f"the graph has no tensor {missing[0]!r}: not the shipped Kokoro graph")
     extractor = onnx.utils.Extractor(model)
-    text = extractor.extract_model(["tokens", "style", "speed"], [ASR, F0, ENERGY])
+    inputs = ["tokens", "style", "speed"]
+    outputs = [ASR, F0, ENERGY]
+    if has_duration_cap(model):  # the duration edit: its input and output join the text side
+        inputs.append(DURATION_CAP_INPUT)
+        outputs.append(DURATIONS_OUTPUT)
+    text = extractor.extract_model(inputs, outputs)
     decoder = extractor.extract_model([ASR, F0, ENERGY, "style"], ["audio"])
     graph = decoder.graph
     cumsum = _sine_cumsum(graph)

@@ -18,10 +18,10 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,7 @@ import onnxruntime as ort
 
 from app.errors import ModelFileError
 from app.tts.chunking import MAX_TOKENS
+from app.tts.decoder_split import ASR, ENERGY, F0, SplitError, Window, decoder_feed, split_graph
 from app.tts.graph_edits import (
     DURATION_CAP_INPUT,
     DURATIONS_OUTPUT,
@@ -75,6 +76,10 @@ class EngineConfig:
     else on it: at saturation on 2 cores (a server, its clients and a load generator), the
     server made 0.86 of the raw loop's audio per engine-second with spinning and 1.04 without
     (docs/benchmarks.md)."""
+    windowed: bool = False
+    """Run the graph in two halves (``decoder_split``): the text side, then the decoder, so a
+    segment's first frames can be decoded on their own (``Engine.text_side``, ``decode``).
+    The halves together give the whole graph's samples; the graph needs the duration edit."""
     arena_shrinkage: bool = False
     """Return the CPU arena's free memory to the system after every call. A long call grows the
     arena to its peak and the arena otherwise keeps it. Measured (``bench memory``): 377 MB
@@ -173,6 +178,22 @@ def _open_session(config: EngineConfig, source: str | bytes) -> ort.InferenceSes
 ARENA_SHRINKAGE = "memory.enable_memory_arena_shrinkage"
 
 
+def with_shrinkage(run_options: ort.RunOptions) -> ort.RunOptions:
+    """``run_options`` with arena shrinkage, set once (ONNX Runtime logs a warning each time an
+    entry is set again, and one job's options serve several runs)."""
+    try:
+        run_options.get_run_config_entry(ARENA_SHRINKAGE)
+    except RuntimeError:  # not set yet
+        run_options.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
+    return run_options
+
+
+TIMED_FRAMES = 40
+"""Calls shorter than this (1 s of audio) do not update ``Engine.seconds_per_frame``."""
+TIMING_WEIGHT = 0.3
+"""Weight of the newest call in ``Engine.seconds_per_frame``."""
+
+
 class Aborted(Exception):
     """An inference call was terminated on request (its stream was cancelled)."""
 
@@ -196,8 +217,46 @@ def tail_caps(
     return caps
 
 
+@dataclass(frozen=True, slots=True)
+class TextSide:
+    """The text side's outputs for one call: the decoder's inputs and the durations."""
+
+    asr: npt.NDArray[np.float32]
+    f0: npt.NDArray[np.float32]
+    energy: npt.NDArray[np.float32]
+    style: npt.NDArray[np.float32]
+    durations: npt.NDArray[np.int64]
+    gen_seconds: float
+
+    @property
+    def frames(self) -> int:
+        return int(self.asr.shape[2])
+
+
+def _split_sessions(
+    config: EngineConfig, source: str | bytes
+) -> tuple[ort.InferenceSession, ort.InferenceSession]:
+    """The text-side and decoder sessions of the (duration-edited) graph."""
+    model = onnx.load_from_string(source) if isinstance(source, bytes) else onnx.load(source)
+    if not has_duration_cap(model):
+        raise ModelFileError(
+            f"model {config.model_path}: windowed decoding needs the duration edit, which does "
+            "not apply to this graph"
+        )
+    try:
+        split = split_graph(model)
+    except SplitError as error:
+        raise ModelFileError(f"model {config.model_path}: {error}") from None
+    options = session_options(config)
+    providers = list(config.providers)
+    text = ort.InferenceSession(split.text.SerializeToString(), options, providers=providers)
+    decoder = ort.InferenceSession(split.decoder.SerializeToString(), options, providers=providers)
+    return text, decoder
+
+
 class Engine:
-    """One ONNX Runtime session and the single worker thread that runs it."""
+    """One ONNX Runtime session (two with ``config.windowed``) and the single worker thread that
+    runs it."""
 
     def __init__(self, config: EngineConfig, graph: str | bytes | None = None) -> None:
         """``graph`` is ``load_graph(config.model_path)`` when the caller already has it."""
@@ -205,14 +264,26 @@ class Engine:
             raise ValueError(f"tail_frames must be >= 1 or None, got {config.tail_frames}")
         self.config = config
         source = graph if graph is not None else load_graph(config.model_path)
-        self._session = _open_session(config, source)
-        self._output = self._session.get_outputs()[0].name
-        names = {item.name for item in self._session.get_inputs()}
+        self._text_session: ort.InferenceSession | None = None
+        if config.windowed:
+            self._text_session, self._session = _split_sessions(config, source)
+            inputs = self._text_session.get_inputs()
+            self._output = "audio"
+        else:
+            self._session = _open_session(config, source)
+            inputs = self._session.get_inputs()
+            self._output = self._session.get_outputs()[0].name
+        names = {item.name for item in inputs}
         self.has_durations = DURATION_CAP_INPUT in names
-        style_shape = next(i.shape for i in self._session.get_inputs() if i.name == "style")
-        self._style_width = style_shape[-1] if isinstance(style_shape[-1], int) else 256
         """The edit applied: calls report durations and ``tail_frames`` takes effect."""
+        style_shape = next(i.shape for i in inputs if i.name == "style")
+        self._style_width = style_shape[-1] if isinstance(style_shape[-1], int) else 256
         self._outputs = [self._output, DURATIONS_OUTPUT] if self.has_durations else [self._output]
+        self.seconds_per_frame: float | None = None
+        """Recent calls' time per 25 ms frame (a moving average over calls of at least
+        ``TIMED_FRAMES`` frames, the session's first call left out: it pays ONNX Runtime's
+        first-run costs): how long a segment's decode will take."""
+        self._warm = False
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kokoro-engine"
         )
@@ -228,7 +299,51 @@ class Engine:
 
     @property
     def session(self) -> ort.InferenceSession:
+        """The session that renders audio (the decoder's, when windowed)."""
         return self._session
+
+    @property
+    def windowed(self) -> bool:
+        return self._text_session is not None
+
+    def _feed(
+        self, tokens: Sequence[int], style: npt.NDArray[np.float32], speed: float
+    ) -> dict[str, npt.NDArray[np.float32] | npt.NDArray[np.int64]]:
+        if not 1 <= len(tokens) <= MAX_TOKENS:
+            raise ValueError(f"a model call takes 1..{MAX_TOKENS} tokens, got {len(tokens)}")
+        feed: dict[str, npt.NDArray[np.float32] | npt.NDArray[np.int64]] = {
+            "tokens": np.array([[PAD_TOKEN, *tokens, PAD_TOKEN]], dtype=np.int64),
+            "style": np.asarray(style, dtype=np.float32).reshape(1, -1),
+            "speed": np.array([speed], dtype=np.float32),
+        }
+        if self.has_durations:
+            tail = self.config.tail_frames
+            feed[DURATION_CAP_INPUT] = (
+                tail_caps(tokens, self.config.pause_tokens, tail)
+                if tail is not None
+                else np.full((1, len(tokens) + 2), np.inf, dtype=np.float32)
+            )
+        return feed
+
+    def _run(
+        self,
+        session: ort.InferenceSession,
+        outputs: list[str],
+        feed: Mapping[str, npt.NDArray[Any]],
+        run_options: ort.RunOptions | None,
+    ) -> list[npt.NDArray[Any]]:
+        """One session run, aborted (``Aborted``) when ``run_options.terminate`` is set."""
+        shrink = self.shrink_arena
+        if shrink:
+            run_options = with_shrinkage(run_options or ort.RunOptions())
+        try:
+            results: list[npt.NDArray[Any]] = session.run(outputs, dict(feed), run_options)
+        except Exception:
+            if run_options is not None and run_options.terminate:
+                raise Aborted("inference was aborted") from None
+            raise
+        self.arena_dirty = not shrink
+        return results
 
     def synthesize(
         self,
@@ -241,38 +356,69 @@ class Engine:
 
         Setting ``run_options.terminate`` from another thread aborts the call (``Aborted``).
         """
-        if not 1 <= len(tokens) <= MAX_TOKENS:
-            raise ValueError(f"a model call takes 1..{MAX_TOKENS} tokens, got {len(tokens)}")
-        feed = {
-            "tokens": np.array([[PAD_TOKEN, *tokens, PAD_TOKEN]], dtype=np.int64),
-            "style": np.asarray(style, dtype=np.float32).reshape(1, -1),
-            "speed": np.array([speed], dtype=np.float32),
-        }
-        if self.has_durations:
-            tail = self.config.tail_frames
-            feed[DURATION_CAP_INPUT] = (
-                tail_caps(tokens, self.config.pause_tokens, tail)
-                if tail is not None
-                else np.full((1, len(tokens) + 2), np.inf, dtype=np.float32)
-            )
-        shrink = self.shrink_arena
-        if shrink:
-            run_options = run_options or ort.RunOptions()
-            run_options.add_run_config_entry(ARENA_SHRINKAGE, "cpu:0")
+        if self.windowed:
+            started = time.perf_counter()
+            side = self.text_side(tokens, style, speed, run_options)
+            samples = self.decode(side, Window(0, side.frames, 0, side.frames), run_options)
+            elapsed = time.perf_counter() - started
+            self.record_speed(side.frames, elapsed)
+            return Synthesis(samples, elapsed, side.durations)
+        feed = self._feed(tokens, style, speed)
         started = time.perf_counter()
-        try:
-            results = self._session.run(self._outputs, feed, run_options)
-        except Exception:
-            if run_options is not None and run_options.terminate:
-                raise Aborted("inference was aborted") from None
-            raise
+        results = self._run(self._session, self._outputs, feed, run_options)
         elapsed = time.perf_counter() - started
-        self.arena_dirty = not shrink
         audio = np.asarray(results[0], dtype=np.float32).reshape(-1)
         durations = (
             np.asarray(results[1]).reshape(-1).astype(np.int64) if self.has_durations else None
         )
+        if durations is not None:
+            self.record_speed(int(durations.sum()), elapsed)
         return Synthesis(audio, elapsed, durations)
+
+    def text_side(
+        self,
+        tokens: Sequence[int],
+        style: npt.NDArray[np.float32],
+        speed: float,
+        run_options: ort.RunOptions | None = None,
+    ) -> TextSide:
+        """The text side of a windowed engine's call (blocking, on the engine's thread)."""
+        if self._text_session is None:
+            raise RuntimeError("the engine is not windowed")
+        feed = self._feed(tokens, style, speed)
+        started = time.perf_counter()
+        asr, f0, energy, durations = self._run(
+            self._text_session, [ASR, F0, ENERGY, DURATIONS_OUTPUT], feed, run_options
+        )
+        return TextSide(
+            np.asarray(asr, dtype=np.float32),
+            np.asarray(f0, dtype=np.float32),
+            np.asarray(energy, dtype=np.float32),
+            np.asarray(feed["style"], dtype=np.float32),
+            np.asarray(durations).reshape(-1).astype(np.int64),
+            time.perf_counter() - started,
+        )
+
+    def decode(
+        self, side: TextSide, window: Window, run_options: ort.RunOptions | None = None
+    ) -> Audio:
+        """A window's kept audio, decoded from ``side`` (blocking, on the engine's thread)."""
+        feed = decoder_feed(side.asr, side.f0, side.energy, side.style, window)
+        (audio,) = self._run(self._session, [self._output], feed, run_options)
+        return window.keep(np.asarray(audio, dtype=np.float32).reshape(-1))
+
+    def record_speed(self, frames: int, seconds: float) -> None:
+        """A ``frames``-frame call took ``seconds``: update ``seconds_per_frame``."""
+        if not self._warm:
+            self._warm = True
+            return
+        if frames < TIMED_FRAMES:
+            return  # a short call's fixed costs would inflate the figure
+        measured = seconds / frames
+        previous = self.seconds_per_frame
+        self.seconds_per_frame = (
+            measured if previous is None else previous + TIMING_WEIGHT * (measured - previous)
+        )
 
     def release_arena(self) -> None:
         """Give the arena's free memory back now: a one-token call with shrinkage (0.15 s

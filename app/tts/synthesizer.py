@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -15,7 +15,9 @@ from app.errors import EmptyTextError, TimestampsUnavailableError
 from app.providers import CPU, ProviderPlan
 from app.settings import Settings
 from app.tts.chunking import MAX_TOKENS, MIN_CALL_TOKENS, Chunker, TextChunk
+from app.tts.decoder_split import Window
 from app.tts.engine import SAMPLE_RATE, Audio, Engine, EngineConfig, Synthesis, open_engines
+from app.tts.first_window import LOOKAHEAD_FRAMES, first_window_frames
 from app.tts.normalize import NormalizedText, normalize
 from app.tts.phonemes import Phonemizer, Tokenizer, load_vocab, pause_token_ids
 from app.tts.variants import resolve_model, tail_frames_of, variant_of
@@ -109,6 +111,7 @@ class Synthesizer:
             pause_tokens=pause_token_ids(vocab),
             arena_shrinkage=settings.arena_shrinkage,
             spin_wait=settings.spin_wait,
+            windowed=settings.first_segment == "windowed",
             tail_frames=tail_frames_of(
                 variant_of(settings.model_path, settings.variant, plan.provider)
             ),
@@ -194,6 +197,55 @@ class Synthesizer:
                 timed.append((start + offset, end + offset, char_start, char_end))
             offset += len(piece.audio)
         return tuple(merge_by_source(timed, normalized))
+
+    def render_first_window(
+        self,
+        text: str,
+        voice: str,
+        speed: float,
+        run_options: ort.RunOptions | None = None,
+        engine: Engine | None = None,
+        *,
+        timestamps: bool = False,
+    ) -> tuple[SpeechResult, Callable[[], SpeechResult] | None]:
+        """``render``, with a windowed engine's first window (``app.tts.first_window``).
+
+        Returns the first window's result and a function (to run on the engine's thread) that
+        decodes the whole segment and returns its result: the first window's audio, then the
+        whole decode's from the window's end on. Where a first window would not help (text
+        longer than one call, an engine that is not windowed, a short segment, the engine's
+        speed not known yet) the result is already whole and the function is None. Word
+        timings, when asked for, come with the first result."""
+        engine = engine or self.engine
+        normalized = normalize(text)
+        chunks = self._plan(normalized)
+        if not engine.windowed or len(chunks) != 1:
+            return self.render(text, voice, speed, run_options, engine, timestamps=timestamps), None
+        (chunk,) = chunks
+        started = time.perf_counter()
+        style = self.voices.style(voice, len(chunk.tokens))
+        side = engine.text_side(chunk.tokens, style, speed, run_options)
+        frames = side.frames
+        first = first_window_frames(frames, engine.seconds_per_frame)
+        timed = Synthesis(np.zeros(0, dtype=np.float32), 0.0, side.durations)
+        words = self._word_timings(normalized, chunks, [timed]) if timestamps else ()
+        if first is None:
+            audio = engine.decode(side, Window(0, frames, 0, frames), run_options)
+            engine.record_speed(frames, time.perf_counter() - started)
+            return SpeechResult(audio, (chunk,), time.perf_counter() - started, words), None
+        window = Window(0, first, 0, min(frames, first + LOOKAHEAD_FRAMES))
+        head_audio = engine.decode(side, window, run_options)
+        head = SpeechResult(head_audio, (chunk,), time.perf_counter() - started, words)
+
+        def rest() -> SpeechResult:
+            resumed = time.perf_counter()
+            audio = engine.decode(side, Window(0, frames, 0, frames), run_options)
+            seconds = time.perf_counter() - resumed
+            engine.record_speed(frames, seconds)
+            joined = np.concatenate([head_audio, audio[len(head_audio) :]])
+            return SpeechResult(joined, (chunk,), head.gen_seconds + seconds, words)
+
+        return head, rest
 
     def speak_blocking(
         self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
