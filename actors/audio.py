@@ -72,14 +72,23 @@ def shape_span(
     if span is None:
         return np.zeros(0, dtype=np.float32)
     start, end = span
-    speech = audio[start:end].astype(np.float32, copy=True)
+    speech = shape_head(audio[:end], start)
     fade = min(FADE, len(speech) // 2)
     if fade:
-        ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        speech[:fade] *= ramp
-        speech[-fade:] *= ramp[::-1]
+        speech[-fade:] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
     pause = 0 if final else PAUSE_MS.get(boundary, 0) * SAMPLE_RATE // 1000
     return np.concatenate([speech, np.zeros(pause, dtype=np.float32)])
+
+
+def shape_head(audio: Samples, start: int) -> Samples:
+    """``audio`` cut at ``start`` and faded in, nothing done at its end: the first samples of a
+    segment whose end is not here yet (``shape_span`` of the whole begins with the same samples
+    when the head is at least two fades long)."""
+    speech = audio[start:].astype(np.float32, copy=True)
+    fade = min(FADE, len(speech) // 2)
+    if fade:
+        speech[:fade] *= np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    return speech
 
 
 def encode_samples(samples: Samples, encoding: Encoding) -> bytes:

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from actors.audio import (
-    FADE,
     Encoding,
     FrameSizer,
     Samples,
     encode_samples,
+    shape_head,
     shape_span,
     speech_span,
 )
@@ -189,10 +189,8 @@ class StreamChunker(Actor[ChunkerInput]):
         if span is None:
             return
         kept = (span[0], max([len(part.audio), *(word.end for word in part.words)]))
-        speech = part.audio[span[0] :].astype(np.float32, copy=True)
-        fade = min(FADE, len(speech) // 2)
-        speech[:fade] *= np.linspace(0.0, 1.0, fade, dtype=np.float32)
-        self._queue.append(_Pending(part, speech, self._clock(), kept, complete=False))
+        head = shape_head(part.audio, span[0])
+        self._queue.append(_Pending(part, head, self._clock(), kept, complete=False))
 
     def _complete_segment(self, opened: _Pending, audio: SegmentAudio) -> None:
         """The whole segment's audio for a segment whose first window is out: keep the window's

@@ -181,26 +181,12 @@ class InferenceActor(Actor[SegmentJob]):
         """The job's whole result; with ``job.first_window``, the first window's audio is
         delivered on the way (``Synthesizer.render_first_window``). Once it is, the job can no
         longer be aborted: its first samples are with the stream."""
+        synthesizer = self.synthesizer
+        arguments = (job.segment.text, job.voice, job.speed, run_options, self.engine)
         if not job.first_window:
-            render = partial(
-                self.synthesizer.render,
-                job.segment.text,
-                job.voice,
-                job.speed,
-                run_options,
-                self.engine,
-                timestamps=job.timestamps,
-            )
+            render = partial(synthesizer.render, *arguments, timestamps=job.timestamps)
             return await asyncio.wait_for(self.engine.call(render), self.timeout_s)
-        begin = partial(
-            self.synthesizer.render_first_window,
-            job.segment.text,
-            job.voice,
-            job.speed,
-            run_options,
-            self.engine,
-            timestamps=job.timestamps,
-        )
+        begin = partial(synthesizer.render_first_window, *arguments, timestamps=job.timestamps)
         head, rest = await asyncio.wait_for(self.engine.call(begin), self.timeout_s)
         if rest is None:
             return head

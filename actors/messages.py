@@ -139,8 +139,8 @@ class SegmentAudio:
     """With ``job.timestamps``: samples index ``audio``, chars the segment's text."""
     first_part: bool = False
     """The first window's audio: the segment's first samples. The whole segment's audio follows
-    in another ``SegmentAudio`` (whose first samples differ slightly: the listener keeps the
-    window's, then the rest)."""
+    in another ``SegmentAudio`` that begins with them (a retried job's may begin with its own
+    window: the stream keeps the one it started with)."""
 
 
 @dataclass(frozen=True, slots=True)

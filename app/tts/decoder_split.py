@@ -155,6 +155,11 @@ class Window:
     decode_start: int
     decode_end: int
 
+    @classmethod
+    def whole(cls, frames: int) -> Window:
+        """All of a ``frames``-frame segment, decoded at once."""
+        return cls(0, frames, 0, frames)
+
     def keep(self, audio: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         first = (self.start - self.decode_start) * SAMPLES_PER_FRAME
         return audio[first : first + (self.end - self.start) * SAMPLES_PER_FRAME]

@@ -359,7 +359,7 @@ class Engine:
         if self.windowed:
             started = time.perf_counter()
             side = self.text_side(tokens, style, speed, run_options)
-            samples = self.decode(side, Window(0, side.frames, 0, side.frames), run_options)
+            samples = self.decode(side, Window.whole(side.frames), run_options)
             elapsed = time.perf_counter() - started
             self.record_speed(side.frames, elapsed)
             return Synthesis(samples, elapsed, side.durations)

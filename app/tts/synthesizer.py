@@ -170,6 +170,27 @@ class Synthesizer:
         report durations)."""
         normalized = normalize(text)
         chunks = self._plan(normalized)
+        return self._render(
+            normalized,
+            chunks,
+            voice,
+            speed,
+            run_options=run_options,
+            engine=engine,
+            timestamps=timestamps,
+        )
+
+    def _render(
+        self,
+        normalized: NormalizedText,
+        chunks: list[TextChunk],
+        voice: str,
+        speed: float,
+        *,
+        run_options: ort.RunOptions | None,
+        engine: Engine | None,
+        timestamps: bool,
+    ) -> SpeechResult:
         started = time.perf_counter()
         engine = engine or self.engine
         pieces = [
@@ -220,7 +241,16 @@ class Synthesizer:
         normalized = normalize(text)
         chunks = self._plan(normalized)
         if not engine.windowed or len(chunks) != 1:
-            return self.render(text, voice, speed, run_options, engine, timestamps=timestamps), None
+            whole = self._render(
+                normalized,
+                chunks,
+                voice,
+                speed,
+                run_options=run_options,
+                engine=engine,
+                timestamps=timestamps,
+            )
+            return whole, None
         (chunk,) = chunks
         started = time.perf_counter()
         style = self.voices.style(voice, len(chunk.tokens))
@@ -230,7 +260,7 @@ class Synthesizer:
         timed = Synthesis(np.zeros(0, dtype=np.float32), 0.0, side.durations)
         words = self._word_timings(normalized, chunks, [timed]) if timestamps else ()
         if first is None:
-            audio = engine.decode(side, Window(0, frames, 0, frames), run_options)
+            audio = engine.decode(side, Window.whole(frames), run_options)
             engine.record_speed(frames, time.perf_counter() - started)
             return SpeechResult(audio, (chunk,), time.perf_counter() - started, words), None
         window = Window(0, first, 0, min(frames, first + LOOKAHEAD_FRAMES))
@@ -239,7 +269,7 @@ class Synthesizer:
 
         def rest() -> SpeechResult:
             resumed = time.perf_counter()
-            audio = engine.decode(side, Window(0, frames, 0, frames), run_options)
+            audio = engine.decode(side, Window.whole(frames), run_options)
             seconds = time.perf_counter() - resumed
             engine.record_speed(frames, seconds)
             joined = np.concatenate([head_audio, audio[len(head_audio) :]])
