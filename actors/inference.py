@@ -125,16 +125,7 @@ class InferenceActor(Actor[SegmentJob]):
         ticket = self._occupancy.begin()
         try:
             result = await self._synthesize(job, run_options, started)
-            outcome = SegmentAudio(
-                job=job,
-                audio=result.audio,
-                gen_seconds=time.monotonic() - started,
-                queue_seconds=max(started - job.queued_at, 0.0),
-                provider=self.provider,
-                engine_seconds=result.gen_seconds,
-                solo=self._occupancy.end(ticket),
-                words=result.words,
-            )
+            outcome = self._segment_audio(job, result, started, solo=self._occupancy.end(ticket))
         except Aborted:
             pass
         except TTSError as error:
@@ -175,6 +166,28 @@ class InferenceActor(Actor[SegmentJob]):
             self._on_failed(WorkerFailed(self.name, job, failure))
         await self._recover()
 
+    def _segment_audio(
+        self,
+        job: SegmentJob,
+        result: SpeechResult,
+        started: float,
+        *,
+        solo: bool = False,
+        first_part: bool = False,
+    ) -> SegmentAudio:
+        """The job's audio so far; ``started`` is when this actor took the job (monotonic)."""
+        return SegmentAudio(
+            job=job,
+            audio=result.audio,
+            gen_seconds=time.monotonic() - started,
+            queue_seconds=max(started - job.queued_at, 0.0),
+            provider=self.provider,
+            engine_seconds=result.gen_seconds,
+            solo=solo,
+            words=result.words,
+            first_part=first_part,
+        )
+
     async def _synthesize(
         self, job: SegmentJob, run_options: ort.RunOptions, started: float
     ) -> SpeechResult:
@@ -194,18 +207,7 @@ class InferenceActor(Actor[SegmentJob]):
             if run_options.terminate:
                 raise Aborted("aborted before the first window was delivered")
             self._current = None  # from here on ``abort`` returns False
-        await self._deliver(
-            SegmentAudio(
-                job=job,
-                audio=head.audio,
-                gen_seconds=time.monotonic() - started,
-                queue_seconds=max(started - job.queued_at, 0.0),
-                provider=self.provider,
-                engine_seconds=head.gen_seconds,
-                words=head.words,
-                first_part=True,
-            )
-        )
+        await self._deliver(self._segment_audio(job, head, started, first_part=True))
         return await asyncio.wait_for(self.engine.call(rest), self.timeout_s)
 
     async def _recover(self) -> None:

@@ -24,7 +24,7 @@ from actors.messages import (
     StreamKey,
     WorkerIdle,
 )
-from actors.segmentation import Segmenter, SegmenterPolicy, TextSegment
+from actors.segmentation import Boundary, Segmenter, SegmenterPolicy, TextSegment
 from actors.supervisor import Supervisor
 from actors.testing import assert_no_leaked_tasks
 from app.settings import Settings
@@ -101,13 +101,30 @@ def two_parts(final: bool = True) -> tuple[SegmentAudio, SegmentAudio]:
     return first, whole
 
 
-def expected_samples(first: SegmentAudio, whole: SegmentAudio) -> np.ndarray:
-    joined = np.concatenate([first.audio, whole.audio[WINDOW:]])
-    start = speech_span(first.audio)
-    end = speech_span(joined)
+def expected_samples(
+    first: npt.NDArray[np.float32],
+    whole: npt.NDArray[np.float32],
+    boundary: Boundary,
+    *,
+    final: bool,
+) -> npt.NDArray[np.float32]:
+    """What a stream plays of a segment: the window's samples, then the whole's, cut where the
+    window's speech starts and the joined audio's ends."""
+    joined = np.concatenate([first, whole[len(first) :]])
+    start, end = speech_span(first), speech_span(joined)
     assert start is not None and end is not None
-    segment = whole.job.segment
-    return shape_span(joined, (start[0], end[1]), segment.boundary, final=segment.final)
+    return shape_span(joined, (start[0], end[1]), boundary, final=final)
+
+
+async def stream_alone(base: str, text: str) -> StreamLog:
+    """``text`` as the only text of one stream on its own connection, until ``done``."""
+    client = await Client.connect(base)
+    try:
+        await speak(client, "s", text)
+        await client.until_done("s")
+    finally:
+        await client.close()
+    return client.streams["s"]
 
 
 async def test_a_first_window_goes_out_before_the_rest_and_the_rest_continues_it() -> None:
@@ -133,7 +150,8 @@ async def test_a_first_window_goes_out_before_the_rest_and_the_rest_continues_it
         )
         / 32767
     )
-    expected = expected_samples(first, whole)
+    cut = whole.job.segment
+    expected = expected_samples(first.audio, whole.audio, cut.boundary, final=cut.final)
     assert len(pcm) == len(expected) == done["samples"]
     np.testing.assert_allclose(pcm, expected, atol=1.5 / 32767)
     # The window's samples, not the whole call's, are the segment's first second.
@@ -281,13 +299,7 @@ async def test_a_windowed_first_sentence_streams_before_it_is_decoded(
     monkeypatch.setattr(synthesizer_module, "first_window_frames", lambda *_: MIN_FIRST_FRAMES)
     served = dataclasses.replace(settings, first_segment="windowed")
     with live_server(served, windowed) as base:
-        client = await Client.connect(base)
-        try:
-            await speak(client, "s", STREAM_TEXT)
-            await client.until_done("s")
-        finally:
-            await client.close()
-    log = client.streams["s"]
+        log = await stream_alone(base, STREAM_TEXT)
     log.assert_contiguous()
     segments = log.of_type("segment")
     assert [m["text"] for m in segments] == [SENTENCE, "It was cold."]
@@ -297,11 +309,7 @@ async def test_a_windowed_first_sentence_streams_before_it_is_decoded(
     assert done["ttfa_ms"] < segments[0]["gen_ms"]
     head, rest = windowed.render_first_window(SENTENCE, "jm_kumo", 1.0)
     assert rest is not None
-    whole = rest()
-    joined = np.concatenate([head.audio, whole.audio[len(head.audio) :]])
-    start, end = speech_span(head.audio), speech_span(joined)
-    assert start is not None and end is not None
-    expected = shape_span(joined, (start[0], end[1]), "sentence", final=False)
+    expected = expected_samples(head.audio, rest().audio, "sentence", final=False)
     received = stream_segments(log)[0]
     assert len(received) == len(expected)
     np.testing.assert_allclose(received, expected, atol=2 / 32767)
@@ -313,13 +321,7 @@ async def test_a_whole_first_sentence_without_windows_streams_after_it_is_decode
 ) -> None:
     served = dataclasses.replace(settings, first_segment="sentence")
     with live_server(served, synthesizer) as base:
-        client = await Client.connect(base)
-        try:
-            await speak(client, "s", STREAM_TEXT)
-            await client.until_done("s")
-        finally:
-            await client.close()
-    log = client.streams["s"]
+        log = await stream_alone(base, STREAM_TEXT)
     segments = log.of_type("segment")
     assert [m["text"] for m in segments] == [SENTENCE, "It was cold."]
     done = log.done
