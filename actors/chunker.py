@@ -112,6 +112,7 @@ class StreamChunker(Actor[ChunkerInput]):
         self._wake = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self.seq = 0 if resume is None else resume.seq
+        self._first_seq = self.seq
         self._origin = 0 if resume is None else resume.first_pos
         """The ``pos`` of this stream's first frame (not 0 when resumed)."""
         self.sent_samples = self._origin
@@ -119,6 +120,8 @@ class StreamChunker(Actor[ChunkerInput]):
         self.first_sent_at: float | None = None
         self.first_received_at: float | None = None
         self._played: tuple[int, float] | None = None
+        self._advanced_at = 0.0
+        """When the client's reported position last moved on."""
         self._underruns = 0
         self._gen_seconds = 0.0
         self._flow_pending = False
@@ -217,17 +220,29 @@ class StreamChunker(Actor[ChunkerInput]):
     def on_played(
         self, samples: int, underruns: int | None, buffered_ms: float | None = None
     ) -> None:
-        """A ``played`` report from the client: truth about its playback position."""
+        """A ``played`` report from the client: truth about its playback position.
+
+        Each figure is clamped to what the server sent, so no report can move the stream or the
+        shared metrics beyond it: the position to the samples sent, the underruns to the frames
+        sent (a player's buffer runs dry at most once per frame it got), the buffered audio to
+        what is unplayed."""
         now = self._clock()
-        self._played = (min(samples, self.sent_samples), now)
-        new_underruns = 0 if underruns is None else max(0, underruns - self._underruns)
-        underrun = new_underruns > 0
+        position = min(max(samples, self._origin), self.sent_samples)
+        if self._played is None or position > self._played[0]:
+            self._advanced_at = now
+        self._played = (position, now)
+        new_underruns = 0
         if underruns is not None:
-            self._underruns = max(self._underruns, underruns)
+            reported = min(underruns, self.seq - self._first_seq)
+            new_underruns = max(0, reported - self._underruns)
+            self._underruns = max(self._underruns, reported)
+        underrun = new_underruns > 0
         lead_ms = self.client_lead_seconds() * 1000
         if self._metrics is not None:
             self._metrics.client_reported(new_underruns, lead_ms / 1000)
-        in_flight_ms = None if buffered_ms is None else lead_ms - buffered_ms
+        in_flight_ms = (
+            None if buffered_ms is None else lead_ms - min(max(buffered_ms, 0.0), lead_ms)
+        )
         if self.sizer.on_lead(lead_ms, underrun, in_flight_ms):
             self._flow_pending = True
         self._wake.set()
@@ -245,6 +260,15 @@ class StreamChunker(Actor[ChunkerInput]):
         else:
             estimate = self._origin
         return int(min(estimate, self.sent_samples))
+
+    def stalled_since(self) -> float | None:
+        """When the client stopped playing audio it holds, while the stream still needs
+        synthesis (so holds a slot): its reports since then repeat a position short of what it
+        was sent. None while it plays, has played all it got, or reports nothing (then real-time
+        playback is assumed)."""
+        if self._played is None or self.generation_complete:
+            return None
+        return self._advanced_at if self._played[0] < self.sent_samples else None
 
     def client_lead_seconds(self) -> float:
         """Audio sent but not yet played: what the client holds in its buffer."""
@@ -282,7 +306,8 @@ class StreamChunker(Actor[ChunkerInput]):
             self._report_demand()
             await self._acknowledge_flushes()
             if self._all_sent():
-                await self._finish("complete")
+                assert self._end is not None
+                await self._finish(self._end.reason)
                 return
 
     async def _send_ready_frames(self) -> None:

@@ -99,7 +99,12 @@ class FlushIn:
 
 @dataclass(frozen=True, slots=True)
 class EndIn:
+    """No more text: speak the rest. ``reason`` is the one ``done`` gives once it is all sent:
+    ``complete`` for the client's ``end``, ``timeout`` for a stream that went without text too
+    long."""
+
     received_at: float
+    reason: str = "complete"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +165,11 @@ class FlushMarker:
 
 @dataclass(frozen=True, slots=True)
 class EndMarker:
-    """The stream has no more text; ``segments`` is how many segments it produced in all."""
+    """The stream has no more text; ``segments`` is how many segments it produced in all, and
+    ``reason`` the one its ``done`` gives (``EndIn.reason``)."""
 
     segments: int
+    reason: str = "complete"
 
 
 # --- events ----------------------------------------------------------------------------------

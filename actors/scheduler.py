@@ -62,6 +62,8 @@ LEAD_SAFETY = 1.5
 """Lead to keep, as a multiple of the longest queued segment's estimated generation time."""
 INITIAL_SECONDS_PER_CHAR = 0.03
 """Generation seconds per character before any job has been timed (RTF ~0.45 at ~15 chars/s)."""
+INITIAL_AUDIO_PER_CHAR = 0.067
+"""Audio seconds per character before any job has been timed (~15 characters a second)."""
 RATE_WINDOW = 32
 """Jobs per worker over which its audio-per-generation-second rate is measured."""
 
@@ -147,6 +149,7 @@ class Scheduler(Actor[SegmentJob]):
         self._workers = {worker.name: worker for worker in workers}
         self._out: set[str] = set()
         self.seconds_per_char = INITIAL_SECONDS_PER_CHAR
+        self.audio_per_char = INITIAL_AUDIO_PER_CHAR
         self._rates = {name: _Rate(initial_rate) for name in self._workers}
         self._idle: deque[str] = deque(self._workers)
         self._busy: dict[str, _Running] = {}
@@ -172,14 +175,14 @@ class Scheduler(Actor[SegmentJob]):
     def healthy_workers(self) -> int:
         return len(set(self._workers) - self._out - self._retiring)
 
-    def remaining_seconds(self, key: StreamKey) -> float:
-        """Estimated generation seconds of the stream's queued and running jobs."""
+    def remaining_chars(self, key: StreamKey) -> int:
+        """Characters of the stream's queued and running jobs."""
         state = self._streams.get(key)
         if state is None:
-            return 0.0
+            return 0
         chars = sum(len(job.segment.text) for job in state.jobs)
         chars += sum(len(run.job.segment.text) for run in self._busy.values() if run.job.key == key)
-        return chars * self.seconds_per_char
+        return chars
 
     def _stream(self, key: StreamKey) -> _StreamQueue:
         state = self._streams.get(key)
@@ -199,6 +202,9 @@ class Scheduler(Actor[SegmentJob]):
             if message.chars > 0:
                 cost = message.gen_seconds / message.chars
                 self.seconds_per_char += 0.3 * (cost - self.seconds_per_char)
+                if message.audio_seconds > 0:
+                    spoken = message.audio_seconds / message.chars
+                    self.audio_per_char += 0.3 * (spoken - self.audio_per_char)
             running = self._busy.pop(message.worker, None)
             timed = message.audio_seconds > 0 and message.worker in self._rates
             if timed and running is not None and running.saturated:

@@ -33,10 +33,12 @@ do not depend on how the text was split into pieces. With ``w`` the words in the
   reaching ``L`` words, cut at the last clause boundary with ``w >= min_words``, else after the
   ``L``-th word.
 * Any segment: if the next token would take it over the segment's character limit, cut the same
-  way (last clause boundary, else before that token); a single longer token goes alone. The
-  limit is ``first_max_chars`` for the first segment and grows by ``growth`` up to
-  ``max_chars``. Generation time follows characters, not words ("The old" vs "lighthouse keeper
-  climbed"): with both limits the second segment is ready before the first has finished playing.
+  way (last clause boundary, else before that token); a single longer token goes alone. A
+  token longer than ``max_chars`` (no word is: a run of digits, a pasted blob) is first cut
+  into pieces of ``max_chars``, so no segment is longer than that. The limit is
+  ``first_max_chars`` for the first segment and grows by ``growth`` up to ``max_chars``.
+  Generation time follows characters, not words ("The old" vs "lighthouse keeper climbed"):
+  with both limits the second segment is ready before the first has finished playing.
 * A word cut never falls right after a title or initial ("Dr. | Smith", "J. | R. R. Tolkien"):
   it moves back before them when that leaves a word in the segment.
 
@@ -47,7 +49,8 @@ across flushes: only a stream's first segment is short. The work per character i
 (amortised), so a long stream fed one character at a time stays linear.
 
 Resuming. A cut depends only on the text after the previous cut, the flushes, and the limits,
-which depend only on the segment's index. So a ``Segmenter(first_index=k)`` fed the stream's text
+which depend only on the segment's index (and stop growing at their caps, so any index is
+reached in constant time). So a ``Segmenter(first_index=k)`` fed the stream's text
 from the end of segment ``k - 1`` on, with the same flushes, cuts the same segments ``k, k + 1,
 ...`` as the original did: a client that reconnects can pick a stream up mid-segment.
 """
@@ -217,8 +220,7 @@ class Segmenter:
         self._char_limit = policy.first_max_chars
         self._index = 0
         self._ended = False
-        for _ in range(first_index):
-            self._grow()
+        self._skip_to(first_index)
 
     @property
     def text(self) -> str:
@@ -287,8 +289,18 @@ class Segmenter:
         return self._window[0] if self._window else ""
 
     def _complete(self, start: int, end: int) -> None:
-        """A token ended at ``end``: hold it until its boundary is known, or settle it now."""
-        token = self._buffer()[start - self._base : end - self._base]
+        """A token ended at ``end``: hold it until its boundary is known, or settle it now.
+
+        A token longer than ``max_chars`` (no word is) is cut into pieces of ``max_chars``
+        first, each settled as a word: no segment is longer than the cap."""
+        buffer = self._buffer()
+        longest = self.policy.max_chars
+        while end - start > longest:
+            piece = buffer[start - self._base : start + longest - self._base]
+            words = 1 if _ALNUM.search(piece) else 0
+            self._tokens.append(_Token(start, start + longest, words, "word", sticky=False))
+            start += longest
+        token = buffer[start - self._base : end - self._base]
         kind, sticky = _analyse(token)
         words = 1 if _ALNUM.search(token) else 0
         self._open = _Token(start, end, words, kind, sticky)
@@ -362,6 +374,20 @@ class Segmenter:
         self._last_clause = -1
         self._grow()
         return segment
+
+    def _skip_to(self, index: int) -> None:
+        """Take the limits segment ``index`` has, without cutting the segments before it.
+
+        The limits stop changing once both reach their caps (or growth is 1), after at most
+        ``max_words + max_chars`` segments, so this takes constant time however large
+        ``index`` is (a resume point is client input)."""
+        for _ in range(index):
+            limits = (self._limit, self._char_limit)
+            self._grow()
+            if (self._limit, self._char_limit) == limits:
+                break
+        self._index = index
+        self._first = index == 0
 
     def _grow(self) -> None:
         """On to the next segment: its word and character limits grow."""

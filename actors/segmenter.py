@@ -73,4 +73,4 @@ class SegmenterActor(Actor[SegmenterInput]):
             await self._mark(FlushMarker(message.flush_id, self.segments - 1))
         else:
             await self._emit(self.segmenter.end(), message.received_at)
-            await self._mark(EndMarker(self.segments))
+            await self._mark(EndMarker(self.segments, message.reason))

@@ -27,10 +27,11 @@ like a stream while it is synthesized. A stream beyond capacity is refused with
 ``busy`` and a ``retry_after_ms`` (or, with ``wait_s`` set, waits up to that long, first come
 first served, for a slot).
 
-``retry_after_ms`` estimates when the first slot frees: each synthesizing stream's remaining
-work (its queued characters times the measured seconds per character) stretched by the number
-of streams sharing the sessions, the smallest of them; times one more for each stream already
-waiting. It is a hint for the client's backoff, clamped to 0.1-10 s.
+``retry_after_ms`` estimates when a slot will free for the refused client: each holder says
+when its own slot frees (``frees_in``: its queued work, its client's playback, and for a stream
+not yet ended its idle deadline, see ``Pipeline``), and the client needs the first of them, or
+a later one when others are waiting before it or capacity is below the holders. It is a hint
+for the client's backoff, clamped to 0.1-60 s.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from app.errors import BusyError
 from app.memory_pressure import MemoryMonitor
 
 MIN_RETRY_MS = 100
-MAX_RETRY_MS = 10_000
+MAX_RETRY_MS = 60_000
 PAUSED_RETRY_MS = 2000
 """Retry hint while admission is paused (a plan swap builds and warms in 2-8 s here)."""
 REQUEST_SESSION = "http"
@@ -97,18 +98,18 @@ class Admission:
         *,
         throughput: Callable[[], float],
         workers: Callable[[], int],
-        remaining_seconds: Callable[[StreamKey], float],
+        frees_in: Callable[[StreamKey], float],
         segment_seconds: Callable[[], float] | None = None,
         memory: MemoryMonitor | None = None,
     ) -> None:
-        """``segment_seconds``: how long the longest segment takes on one session (None: no
-        limit per session); ``memory``: under pressure it lowers capacity and refuses new
-        streams."""
+        """``frees_in``: seconds until a holder's slot is likely to free; ``segment_seconds``:
+        how long the longest segment takes on one session (None: no limit per session);
+        ``memory``: under pressure it lowers capacity and refuses new streams."""
         self.policy = policy
         self._memory = memory
         self._throughput = throughput
         self._workers = workers
-        self._remaining = remaining_seconds
+        self._frees_in = frees_in
         self._segment_seconds = segment_seconds
         self._generating: set[StreamKey] = set()
         self._waiters: deque[tuple[StreamKey, asyncio.Future[None]]] = deque()
@@ -226,10 +227,12 @@ class Admission:
         """When a slot is likely to free (see the module docstring)."""
         if self._paused is not None:
             return PAUSED_RETRY_MS
-        sharing = max(1.0, len(self._generating) / max(1, self._workers()))
-        remaining = [self._remaining(key) for key in self._generating]
-        first = min(remaining, default=0.0) * sharing
-        estimate_ms = first * (1 + len(self._waiters)) * 1000
+        frees = sorted(self._frees_in(key) for key in self._generating)
+        if not frees:
+            return MIN_RETRY_MS
+        # Slots to free before one is ours: the holders over capacity, then the waiters' own.
+        before = max(0, len(frees) - self.capacity()) + len(self._waiters)
+        estimate_ms = frees[min(before, len(frees) - 1)] * 1000
         return int(min(MAX_RETRY_MS, max(MIN_RETRY_MS, estimate_ms)))
 
     def stats(self) -> dict[str, Any]:

@@ -565,7 +565,7 @@ class TTSClient:
                 continue
             if kind == _CLOSED:
                 raise ConnectionError("the connection closed before the stream was done")
-            complete = kind == "done" and message.get("reason") == "complete"
+            complete = kind == "done" and message.get("reason") in ("complete", "timeout")
             if complete and message.get("samples") != state.next_pos:
                 raise StreamGapError(
                     f"{name}: done reports {message.get('samples')} samples, "

@@ -6,6 +6,17 @@ later, in WebSocket ``error`` frames) and a one-line message that says what to d
 
 from __future__ import annotations
 
+EXCERPT_CHARS = 40
+"""The most of a client's input an error message quotes."""
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` quoted for an error message, cut to its first ``limit`` characters: an answer
+    never echoes more of the client's input than that."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
 
 class TTSError(Exception):
     """Base class: a failure that is reported to the caller instead of crashing the server."""

@@ -4,9 +4,12 @@ One ``Connection`` per socket. It decodes client messages (``app.wire``), runs e
 segmenter and chunker actors under the connection's own supervisor, and serialises every write to
 the socket. Bad input is answered with an ``error`` frame and never ends the connection's other
 streams; a disconnect cancels the connection's streams and frees their work. Messages beyond the
-connection's rate and streams beyond its own or its client address's limit are refused the same
-way. At shutdown (``app.drain``) new streams are refused, open ones may finish for a grace
-period, and the rest end with ``done`` (reason ``shutdown``).
+connection's rate (``app.rate_limit``) and streams beyond its own or its client address's limit
+are refused the same way. Clocks run between messages: a connection without streams is
+closed after ``idle_timeout_s``, and a stream without text, or whose client stopped playing
+what it holds, for ``stream_idle_s`` is ended (``app.open_stream``). At shutdown
+(``app.drain``) new streams are refused, open ones may finish for a grace period, and the rest
+end with ``done`` (reason ``shutdown``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import cast
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -31,27 +33,18 @@ from app import wire
 from app.client_streams import ClientStreams
 from app.drain import RECONNECT_AFTER_MS, Drain
 from app.errors import TTSError
+from app.open_stream import OpenStream, next_deadline
 from app.pipeline import Pipeline
-from app.rate_limit import TokenBucket
+from app.rate_limit import MessageGate
 from app.service import Service
 from app.settings import Settings
-from app.tracing import StreamTrace, Tracing
+from app.tracing import Tracing
 
 logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_OVERLOADED = 1013
-
-
-@dataclass(slots=True)
-class _Stream:
-    key: StreamKey
-    segmenter: SegmenterActor
-    chunker: StreamChunker
-    trace: StreamTrace
-    chars: int = 0
-    ended: bool = False
 
 
 class Connection:
@@ -74,13 +67,13 @@ class Connection:
         self.address = websocket.client.host if websocket.client else "unknown"
         self.client_streams = client_streams
         self.drain = drain
-        self._rate = TokenBucket(settings.max_messages_per_s, max(1.0, settings.max_messages_per_s))
+        self._gate = MessageGate(settings.max_messages_per_s, settings.max_message_bytes)
         self._idle = asyncio.Event()
         self._idle.set()
         self.session = uuid.uuid4().hex[:12]
         self.tracing = tracing
         self._span = self.tracing.connection(self.session)
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[str, OpenStream] = {}
         self._write_lock = asyncio.Lock()
         self._closed = False
         self._finished: asyncio.Queue[StreamKey] = asyncio.Queue(
@@ -114,6 +107,7 @@ class Connection:
             "max_text_chars": self.settings.max_stream_chars,
             "max_message_bytes": self.settings.max_message_bytes,
             "idle_timeout_s": self.settings.idle_timeout_s,
+            "stream_idle_s": self.settings.stream_idle_s,
             "max_lead_ms": self.settings.max_lead_ms,
         }
 
@@ -164,11 +158,21 @@ class Connection:
             await self.websocket.close(CLOSE_GOING_AWAY)
 
     async def _receive_loop(self) -> None:
+        """Messages until the client leaves. Between them, the clocks: a connection without
+        streams is closed after ``idle_timeout_s``; a stream without text, or whose client
+        stopped playing, for ``stream_idle_s`` is ended (``_run_stream_clocks``)."""
         while True:
-            timeout = None if self._streams else self.settings.idle_timeout_s
+            await self._run_stream_clocks()
+            deadline = next_deadline(self._streams.values())
+            if deadline is not None:
+                timeout: float | None = max(0.0, deadline - time.monotonic())
+            else:
+                timeout = None if self._streams else self.settings.idle_timeout_s
             try:
                 message = await asyncio.wait_for(self.websocket.receive(), timeout=timeout)
             except TimeoutError:
+                if self._streams:
+                    continue
                 await self.send(wire.error("idle_timeout", "no activity", fatal=True))
                 with contextlib.suppress(Exception):
                     await self.websocket.close(CLOSE_NORMAL)
@@ -180,7 +184,7 @@ class Connection:
             if data is None:
                 data = message.get("text") or ""
             try:
-                await self._dispatch(self._decode_within_rate(data), received_at)
+                await self._dispatch(self._gate.decode(data, self._streams), received_at)
             except TTSError as error:
                 stream = getattr(error, "stream", None)
                 retry_after_ms = getattr(error, "retry_after_ms", None)
@@ -190,29 +194,24 @@ class Connection:
                     )
                 )
 
+    async def _run_stream_clocks(self) -> None:
+        """End the streams whose clocks ran out (``app.open_stream``), ``done`` reason
+        ``timeout``: one without text as its ``end`` would (its text is spoken), one whose
+        client stopped playing as a ``cancel`` would."""
+        now = time.monotonic()
+        for stream in list(self._streams.values()):
+            stalled = stream.stall_deadline()
+            if stalled is not None and stalled <= now:
+                result = await self._drop(stream, "timeout")
+                if result is not None:
+                    await self.send(done_message(result))
+            elif stream.idle_expired(now):
+                stream.ended = True
+                await stream.segmenter.send(EndIn(now, reason="timeout"))
+
     # --- messages --------------------------------------------------------------------------
 
-    def _decode_within_rate(self, data: bytes | str) -> wire.ClientMessage:
-        """Decode a frame; every frame, valid or not, counts against the message rate, and one
-        over it is refused as ``rate_limited`` (naming its stream when it has one)."""
-        within_rate = self._rate.take()
-        try:
-            decoded = wire.decode_client(data, max_bytes=self.settings.max_message_bytes)
-        except wire.ProtocolError:
-            if within_rate:
-                raise
-            decoded = None
-        if not within_rate:
-            raise wire.ProtocolError(
-                "rate_limited",
-                f"more than {self.settings.max_messages_per_s:g} messages per second; "
-                "this one was dropped",
-                stream=getattr(decoded, "stream", None),
-            )
-        assert decoded is not None
-        return decoded
-
-    def _stream(self, name: str) -> _Stream:
+    def _stream(self, name: str) -> OpenStream:
         stream = self._streams.get(name)
         if stream is None:
             raise wire.ProtocolError("unknown_stream", f"no open stream {name!r}", stream=name)
@@ -230,11 +229,14 @@ class Connection:
                     stream=message.stream,
                 )
             stream.chars += len(message.text)
+            if message.flush or not message.text.isspace():  # whitespace alone holds nothing
+                stream.heard(received_at)
             await stream.segmenter.send(TextIn(message.text, received_at))
             if message.flush:
                 await stream.segmenter.send(FlushIn(None, received_at))
         elif isinstance(message, wire.Flush):
             stream = self._open_stream(message.stream)
+            stream.heard(received_at)
             await stream.segmenter.send(FlushIn(message.flush_id, received_at))
         elif isinstance(message, wire.End):
             stream = self._open_stream(message.stream)
@@ -248,10 +250,15 @@ class Connection:
         else:
             await self.send(wire.pong(message.t))
 
-    def _open_stream(self, name: str) -> _Stream:
+    def _open_stream(self, name: str) -> OpenStream:
         stream = self._stream(name)
         if stream.ended:
-            raise wire.ProtocolError("stream_ended", f"stream {name!r} has ended", stream=name)
+            raise wire.ProtocolError(
+                "stream_ended",
+                f"stream {name!r} has ended (by 'end', or after {self.settings.stream_idle_s:g} s "
+                "without text)",
+                stream=name,
+            )
         return stream
 
     async def _start(self, message: wire.Start, received_at: float) -> None:
@@ -266,6 +273,13 @@ class Connection:
                 stream=message.stream,
             )
         self.drain.check(message.stream)
+        if message.resume is not None and message.resume.chars > self.settings.max_stream_chars:
+            raise wire.ProtocolError(
+                wire.BAD_MESSAGE,
+                f"'resume' is beyond the longest stream ({self.settings.max_stream_chars} "
+                "characters)",
+                stream=message.stream,
+            )
         voice = message.voice or self.settings.default_voice
         try:
             self.pipeline.synthesizer.voices.check(voice)
@@ -325,8 +339,18 @@ class Connection:
         except BaseException:
             trace.end(None)
             raise
-        self.pipeline.register(key, chunker)
-        self._streams[message.stream] = _Stream(key, segmenter, chunker, trace)
+        idle_s = self.settings.stream_idle_s
+        stream = OpenStream(
+            key,
+            segmenter,
+            chunker,
+            trace,
+            idle_s=idle_s,
+            idle_deadline=time.monotonic() + idle_s,
+            chars=0 if resume is None else resume.chars,  # the limit counts the whole stream
+        )
+        self.pipeline.register(key, chunker, frees_at=stream.frees_at)
+        self._streams[message.stream] = stream
 
     def _on_finished(self, result: StreamFinished) -> None:
         """The chunker sent ``done``: observe it and let the reaper free the stream."""
@@ -340,7 +364,7 @@ class Connection:
             if stream is not None and stream.key == key:
                 await self._drop(stream)
 
-    async def _drop(self, stream: _Stream, reason: str = "cancelled") -> StreamFinished | None:
+    async def _drop(self, stream: OpenStream, reason: str = "cancelled") -> StreamFinished | None:
         """Stop a stream's actors at once and forget it (no ``done`` is sent here).
 
         Returns the stream's figures, counted with ``reason``, if it had not finished by itself
@@ -368,7 +392,7 @@ class Connection:
         self.pipeline.metrics.observe(result)
         return result
 
-    async def _cancel(self, stream: _Stream) -> None:
+    async def _cancel(self, stream: OpenStream) -> None:
         result = await self._drop(stream)
         if result is not None:  # not already finished on its own
             await self.send(done_message(result))

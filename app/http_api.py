@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -21,11 +21,13 @@ from app.access import AccessPolicy
 from app.audio_formats import FORMATS, encode
 from app.bench_history import HISTORY_FILE, BenchHistory
 from app.errors import BusyError, RetryLaterError, TextTooLongError, TTSError
+from app.http_request import BodyRefused, read_body, unless_disconnected
 from app.pipeline import Pipeline
 from app.plan_loader import PlanChoice
 from app.prometheus_metrics import CONTENT_TYPE
 from app.service import Phase, Service
 from app.tts.engine import SAMPLE_RATE
+from app.tts.normalize import normalize
 from app.tts.synthesizer import MAX_SPEED, MIN_SPEED, SpeechResult
 from app.tts.variants import variant_of
 
@@ -80,21 +82,17 @@ def _service(request: Request) -> Service:
 
 async def speech(request: Request) -> Response:
     service = _service(request)
+    settings = service.settings
     try:
-        body: Any = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        return error_response(400, "bad_json", f"the body is not valid JSON: {error}")
-    if not isinstance(body, dict):
-        return error_response(400, "bad_json", "the body must be a JSON object")
-    try:
+        body = await _json_body(request, settings.max_body_bytes, settings.request_timeout_s)
         req = SpeechRequest.model_validate(body)
+    except BodyRefused as refused:
+        return error_response(refused.status, refused.code, refused.message)
     except ValidationError as error:
         return error_response(422, "invalid_request", _describe(error))
-    limit = service.settings.max_input_chars
-    if len(req.input) > limit:
-        too_long = TextTooLongError(f"input has {len(req.input)} characters; the limit is {limit}")
-        return error_response(too_long.http_status, too_long.code, too_long.message)
-    voice = req.voice or service.settings.default_voice
+    except ClientDisconnect:
+        return _client_gone()
+    voice = req.voice or settings.default_voice
     timestamps = req.timestamps == "word"
     if service.request_slots.locked():
         full = BusyError("too many synthesis requests in progress", retry_after_ms=1000)
@@ -104,11 +102,16 @@ async def speech(request: Request) -> Response:
             service.drain.check()
             synthesizer = service.synthesizer
             synthesizer.check_request(voice, req.speed, timestamps=timestamps)
+            normalized = await asyncio.to_thread(normalize, req.input)
+            _check_spoken_length(normalized.text, len(req.input), settings.max_input_chars)
             # A slot of the streams' capacity: streams already synthesizing keep their share
-            async with service.pipeline.whole_text(len(req.input)):
-                result = await synthesizer.speak(req.input, voice, req.speed, timestamps=timestamps)
+            async with service.pipeline.whole_text(len(normalized.text)):
+                speaking = synthesizer.speak(normalized, voice, req.speed, timestamps=timestamps)
+                result = await unless_disconnected(request, speaking)
         except TTSError as error:
             return tts_error_response(error)
+        except ClientDisconnect:
+            return _client_gone()
         data = await asyncio.to_thread(encode, result.audio, SAMPLE_RATE, req.response_format)
     headers = {
         "X-Audio-Seconds": f"{result.audio_seconds:.3f}",
@@ -117,6 +120,33 @@ async def speech(request: Request) -> Response:
     if req.timestamps == "word":
         return JSONResponse(captioned(result, data, req.response_format), headers=headers)
     return Response(data, media_type=FORMATS[req.response_format].media_type, headers=headers)
+
+
+async def _json_body(request: Request, max_bytes: int, timeout_s: float) -> dict[str, Any]:
+    """The body as a JSON object, read within bounds (``BodyRefused`` otherwise)."""
+    raw = await read_body(request, max_bytes=max_bytes, timeout_s=timeout_s)
+    try:
+        body: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BodyRefused(400, "bad_json", f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise BodyRefused(400, "bad_json", "the body must be a JSON object")
+    return body
+
+
+def _check_spoken_length(spoken: str, written: int, limit: int) -> None:
+    """The input limit applies to the text as it will be spoken: "1234" is four characters
+    written and 40 spoken ("one thousand two hundred and thirty-four")."""
+    if len(spoken) > limit:
+        raise TextTooLongError(
+            f"input is {len(spoken)} characters once spoken (numbers, symbols and "
+            f"abbreviations written out; {written} as written); the limit is {limit}"
+        )
+
+
+def _client_gone() -> Response:
+    """The answer to a request whose client has left: nobody reads it."""
+    return error_response(499, "client_closed_request", "the client closed the connection")
 
 
 def captioned(result: SpeechResult, data: bytes, response_format: str) -> dict[str, Any]:
@@ -172,6 +202,7 @@ async def stats(request: Request) -> Response:
         return tts_error_response(error)
     body = pipeline.stats()
     body["memory"] = service.memory.stats()
+    body["event_loop"] = service.loop_monitor.stats()
     body["models"] = _served_models(service.settings.model_path, service.settings.variant, pipeline)
     if service.plan_choice is not None:
         body["plan"] = _plan_report(service.plan_choice)
@@ -306,9 +337,17 @@ async def admin_plan(request: Request) -> Response:
     refusal = _admin_refusal(request)
     if refusal is not None:
         return refusal
+    settings = _service(request).settings
     try:
-        body = json.loads(await request.body())
-        plan = body["plan"]
+        raw = await read_body(
+            request, max_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s
+        )
+    except BodyRefused as refused:
+        return error_response(refused.status, refused.code, refused.message)
+    except ClientDisconnect:
+        return _client_gone()
+    try:
+        plan = json.loads(raw)["plan"]
         if not isinstance(plan, str):
             raise TypeError("plan must be a string")
     except (ValueError, KeyError, TypeError) as error:

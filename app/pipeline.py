@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,14 +101,15 @@ class Pipeline:
             admission or AdmissionPolicy(),
             throughput=self.scheduler.throughput,
             workers=lambda: self.scheduler.healthy_workers,
-            remaining_seconds=self._remaining_seconds,
+            frees_in=self._frees_in,
             segment_seconds=lambda: MAX_SEGMENT_CHARS * self.scheduler.seconds_per_char,
             memory=memory,
         )
         self.max_lead_seconds = max_lead_seconds
         self._chunkers: dict[StreamKey, StreamChunker] = {}
-        self._requests: dict[StreamKey, float] = {}
-        """Whole-text requests holding a slot, with their estimated generation seconds."""
+        self._frees_at: dict[StreamKey, Callable[[], float | None]] = {}
+        self._requests: dict[StreamKey, tuple[float, float]] = {}
+        """Whole-text requests holding a slot: when each started, its estimated seconds."""
         self._request_serial = itertools.count(1)
         self._supervisor: Supervisor | None = None
         self._retired: dict[str, asyncio.Event] = {}
@@ -209,10 +210,31 @@ class Pipeline:
             "live_streams": streams,
         }
 
-    def _remaining_seconds(self, key: StreamKey) -> float:
+    def _frees_in(self, key: StreamKey) -> float:
+        """Seconds until ``key``'s admission slot is likely to free.
+
+        A whole-text request: its estimate less the time it has run. A stream: its queued work
+        at the measured seconds per character, stretched by the streams sharing each session;
+        but its last segment is made only once its client's playback has come within the lead
+        the scheduler allows (``work_ahead_seconds``, at least ``max_lead_seconds``) of it, so no
+        sooner than its unplayed and queued audio less that lead; and a stream not yet ended
+        frees no sooner than its end, at the latest its idle deadline."""
+        now = time.monotonic()
         if key in self._requests:
-            return self._requests[key]
-        return self.scheduler.remaining_seconds(key)
+            started, estimate = self._requests[key]
+            return max(0.0, estimate - (now - started))
+        scheduler = self.scheduler
+        sharing = max(1.0, self.admission.generating / max(1, scheduler.healthy_workers))
+        chars = scheduler.remaining_chars(key)
+        work = chars * scheduler.seconds_per_char * sharing
+        chunker = self._chunkers.get(key)
+        unplayed = chunker.lead_seconds() if chunker is not None else 0.0
+        queued_audio = chars * scheduler.audio_per_char
+        allowed = max(self.max_lead_seconds, scheduler.work_ahead_seconds)
+        frees = max(work, unplayed + queued_audio - allowed)
+        frees_at = self._frees_at.get(key)
+        deadline = frees_at() if frees_at is not None else None
+        return frees if deadline is None else max(frees, deadline - now)
 
     @contextlib.asynccontextmanager
     async def whole_text(self, characters: int) -> AsyncIterator[None]:
@@ -222,7 +244,7 @@ class Pipeline:
         against the same capacity: beyond it, ``BusyError`` (or a wait, by the policy), and
         streams already admitted keep their share of the sessions."""
         key = StreamKey(REQUEST_SESSION, f"request-{next(self._request_serial)}")
-        self._requests[key] = characters * self.scheduler.seconds_per_char
+        self._requests[key] = (time.monotonic(), characters * self.scheduler.seconds_per_char)
         try:
             await self.admit(key)
             try:
@@ -242,8 +264,17 @@ class Pipeline:
             self.foreground.leave(key)
             raise
 
-    def register(self, key: StreamKey, chunker: StreamChunker) -> None:
+    def register(
+        self,
+        key: StreamKey,
+        chunker: StreamChunker,
+        frees_at: Callable[[], float | None] | None = None,
+    ) -> None:
+        """A stream's chunker, to route its audio to; ``frees_at`` says until when (monotonic)
+        the stream may still get text, None once it has ended (for the retry hint)."""
         self._chunkers[key] = chunker
+        if frees_at is not None:
+            self._frees_at[key] = frees_at
 
     def generated(self, key: StreamKey) -> None:
         """The stream's synthesis is complete: its admission slot is free."""
@@ -252,6 +283,7 @@ class Pipeline:
     def release(self, key: StreamKey) -> None:
         """Forget a stream and drop whatever the scheduler still holds for it."""
         self._chunkers.pop(key, None)
+        self._frees_at.pop(key, None)
         self.admission.release(key)
         self.foreground.leave(key)
         with contextlib.suppress(ActorClosed):

@@ -36,6 +36,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
 GENERATION_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
 RTF_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0)
 LEAD_BUCKETS = (0.0, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class PrometheusMetrics:
@@ -82,7 +83,7 @@ class PrometheusMetrics:
         )
         self.streams_finished = Counter(
             "kokoro_streams_finished_total",
-            "Streams ended, by reason (complete, cancelled, error).",
+            "Streams ended, by reason (complete, cancelled, error, timeout, shutdown).",
             ["reason"],
             registry=registry,
         )
@@ -103,6 +104,13 @@ class PrometheusMetrics:
             "kokoro_client_lead_seconds",
             "Audio a client held ahead of its playback, at each played report.",
             buckets=LEAD_BUCKETS,
+            registry=registry,
+        )
+        self.loop_lag = Histogram(
+            "kokoro_event_loop_lag_seconds",
+            "How much later than asked the event loop ran a 50 ms probe timer: the delay every "
+            "message, frame and request met at that moment.",
+            buckets=LAG_BUCKETS,
             registry=registry,
         )
 

@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app.errors import excerpt
+
 CPU = "CPUExecutionProvider"
 ACCELERATORS = {
     "CUDAExecutionProvider": "cuda",
@@ -61,8 +63,8 @@ class ProviderPlan:
         match = _PLAN.match(text.strip().lower())
         if match is None or match["provider"] not in SHORT_NAMES:
             raise ValueError(
-                f"bad provider plan {text!r}: expected PROVIDER:SESSIONSxTHREADS with PROVIDER "
-                f"one of {sorted(SHORT_NAMES)}, e.g. cpu:1x2"
+                f"bad provider plan {excerpt(text)}: expected PROVIDER:SESSIONSxTHREADS with "
+                f"PROVIDER one of {sorted(SHORT_NAMES)}, e.g. cpu:1x2"
             )
         return cls(SHORT_NAMES[match["provider"]], int(match["sessions"]), int(match["threads"]))
 

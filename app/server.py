@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from app.access import AccessMiddleware, AccessPolicy
+from app.access import ANY, AccessMiddleware, AccessPolicy, listening_name
 from app.bench import EngineBenchmark
 from app.capacity_agent import capacity_agent
 from app.gateway import stream_endpoint
@@ -24,6 +25,8 @@ from app.service import Service
 from app.settings import Settings
 from app.tracing import Tracing
 from app.tts.synthesizer import Synthesizer
+
+logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 """The browser player (``make serve`` adds the msgpack decoder under ``vendor/``)."""
@@ -64,6 +67,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        monitor = asyncio.create_task(service.loop_monitor.run(), name="loop-monitor")
         running = asyncio.create_task(service.run(), name="service")
         try:
             async with capacity_agent(service, settings.host, settings.agent_port):
@@ -74,9 +78,17 @@ def create_app(
             if not done:
                 running.cancel()
                 await asyncio.wait([running])
+            monitor.cancel()
+            await asyncio.wait([monitor])
             await asyncio.to_thread(service.close)
 
-    policy = AccessPolicy(settings.api_key, settings.allowed_origins)
+    hosts = settings.allowed_hosts | listening_name(settings.host)
+    if ANY in hosts:
+        logger.warning(
+            "KOKORO_ALLOWED_HOSTS=*: any Host is answered, so a page on another site can reach "
+            "this server through DNS rebinding"
+        )
+    policy = AccessPolicy(settings.api_key, settings.allowed_origins, hosts)
     app = Starlette(
         middleware=[Middleware(AccessMiddleware, policy=policy)],
         routes=[

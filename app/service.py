@@ -21,6 +21,7 @@ from app.degradation import CostModel
 from app.drain import Drain
 from app.errors import NotReadyError, TTSError
 from app.foreground import Foreground
+from app.loop_monitor import LoopMonitor
 from app.memory_pressure import MemoryMonitor, PressureActions
 from app.pipeline import FallbackPolicy, Pipeline
 from app.plan_loader import PlanChoice, load_for_serving
@@ -89,6 +90,7 @@ class Service:
         self.prometheus.watch_benchmark(lambda: self.benchmark.last if self.benchmark else None)
         self.drain = Drain()
         self.client_streams = ClientStreams(settings.max_streams_per_client)
+        self.loop_monitor = LoopMonitor(observe=self.prometheus.loop_lag.observe)
 
     @property
     def synthesizer(self) -> Synthesizer:
@@ -139,6 +141,7 @@ class Service:
                 self.benchmark = self._scheduled_benchmark(pipeline)
                 await self.benchmark.load_baseline()
                 self.phase = Phase.READY
+                self.loop_monitor.restart_max()
                 self._settled.set()
                 logger.info(
                     "ready: %s",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from app.access import parse_origins
+from app.access import parse_hosts, parse_origins
 from app.tts.chunking import MAX_TOKENS
 
 ENV_PREFIX = "KOKORO_"
@@ -49,6 +49,13 @@ def _env_seconds(name: str, default: float) -> float:
     value = _env_float(name, default)
     if not 0 <= value < float("inf"):
         raise ValueError(f"{ENV_PREFIX}{name} must be a number of seconds >= 0, got {value!r}")
+    return value
+
+
+def _env_positive_seconds(name: str, default: float) -> float:
+    value = _env_seconds(name, default)
+    if value <= 0:
+        raise ValueError(f"{ENV_PREFIX}{name} must be a number of seconds > 0, got {value!r}")
     return value
 
 
@@ -156,6 +163,15 @@ class Settings:
     max_message_bytes: int = 64 * 1024
     idle_timeout_s: float = 60.0
     """A connection with no stream and no message for this long is closed."""
+    stream_idle_s: float = 30.0
+    """A stream that receives no text (or flush) for this long is ended as if the client had
+    sent ``end``: what it has is spoken, then ``done`` (reason ``timeout``) and its synthesis
+    slot is free."""
+    max_body_bytes: int = 64 * 1024
+    """Largest HTTP request body; a larger one is refused (413) before it is read or parsed."""
+    request_timeout_s: float = 5.0
+    """How long a connection may take to send a request's head (from connecting, or from the
+    previous response), and then its body; a slower one is closed."""
     plan: str = "auto"
     """Provider plan (``cpu:1x2``: provider, sessions x threads), or ``auto`` to pick the best
     candidate by benchmark (cached; see ``app.strategy``)."""
@@ -180,6 +196,9 @@ class Settings:
     see ``app.access``); without one, whoever reaches the port may use it."""
     allowed_origins: frozenset[str] = frozenset()
     """Browser origins allowed besides the server's own (``*``: any); see ``app.access``."""
+    allowed_hosts: frozenset[str] = frozenset()
+    """Host names the server answers to besides loopback names, addresses and ``host``
+    (``*.example.com``: subdomains; ``*``: any); see ``app.access``."""
     max_streams_per_client: int = 16
     """Streams one client address may have open over all its connections."""
     max_messages_per_s: float = 200.0
@@ -195,6 +214,12 @@ class Settings:
     shutdown_grace_s: float = 10.0
     """On SIGTERM: how long streams in progress may take to finish before they are ended with
     ``done`` (reason ``shutdown``); new connections and streams are refused meanwhile."""
+
+    def __post_init__(self) -> None:
+        if not (self.stream_idle_s > 0 and self.request_timeout_s > 0):
+            raise ValueError("stream_idle_s and request_timeout_s must be > 0 seconds")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -229,6 +254,11 @@ class Settings:
             max_stream_chars=_env_int("MAX_STREAM_CHARS", defaults.max_stream_chars),
             max_message_bytes=_env_int("MAX_MESSAGE_BYTES", defaults.max_message_bytes),
             idle_timeout_s=float(_env_int("IDLE_TIMEOUT_S", int(defaults.idle_timeout_s))),
+            stream_idle_s=_env_positive_seconds("STREAM_IDLE_S", defaults.stream_idle_s),
+            max_body_bytes=_env_int("MAX_BODY_BYTES", defaults.max_body_bytes),
+            request_timeout_s=_env_positive_seconds(
+                "REQUEST_TIMEOUT_S", defaults.request_timeout_s
+            ),
             plan=_env("PLAN") or defaults.plan,
             strategy_ttl_s=_env_float("STRATEGY_TTL_S", defaults.strategy_ttl_s),
             inference_timeout_s=_env_float("INFERENCE_TIMEOUT_S", defaults.inference_timeout_s),
@@ -236,6 +266,7 @@ class Settings:
             admin_token=_env("ADMIN_TOKEN"),
             api_key=_env("API_KEY"),
             allowed_origins=parse_origins(_env("ALLOWED_ORIGINS") or ""),
+            allowed_hosts=parse_hosts(_env("ALLOWED_HOSTS") or ""),
             max_streams_per_client=_env_int(
                 "MAX_STREAMS_PER_CLIENT", defaults.max_streams_per_client
             ),

@@ -14,15 +14,19 @@ import uvicorn
 from starlette.applications import Starlette
 
 from app import log_redaction
+from app.http_protocol import QuietDenials, head_deadline
 from app.service import Service
 from app.settings import Settings
 
 
 def uvicorn_config(app: Starlette, settings: Settings, **options: Any) -> uvicorn.Config:
-    """Message size, pings and compression from ``settings``; ``options`` go to uvicorn. The
-    logging uvicorn configures gets ``app.log_redaction``'s filter."""
+    """Message size, pings, compression and the request head's deadline from ``settings``
+    (``app.http_protocol``); ``options`` go to uvicorn. The logging uvicorn configures gets
+    ``app.log_redaction``'s filter."""
     config = uvicorn.Config(
         app,
+        http=head_deadline(settings.request_timeout_s),
+        ws=QuietDenials,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,  # audio does not compress; compression leaks content
         ws_ping_interval=settings.ping_interval_s or None,

@@ -330,7 +330,7 @@ def _parse_resume(f: _Fields) -> Resume | None:
         raise f.fail("'resume' must be a map with 'seg', 'seq', 'pos', 'chars' and 'skip'")
     fields = _Fields(value, f.stream_id)
     try:
-        return Resume(
+        resume = Resume(
             seg=fields.required_int("seg", 0, MAX_RESUME_VALUE),
             seq=fields.required_int("seq", 0, MAX_RESUME_VALUE),
             pos=fields.required_int("pos", 0, MAX_RESUME_VALUE),
@@ -339,6 +339,14 @@ def _parse_resume(f: _Fields) -> Resume | None:
         )
     except ProtocolError as error:
         raise f.fail(f"in 'resume': {error.message}") from None
+    # What a stream can have produced: each segment has a character, each frame a sample.
+    if resume.seg > resume.chars:
+        raise f.fail("in 'resume': 'seg' cannot exceed 'chars' (a segment has a character)")
+    if resume.first_pos > MAX_RESUME_VALUE:
+        raise f.fail(f"in 'resume': 'pos' + 'skip' must be at most {MAX_RESUME_VALUE}")
+    if resume.seq > resume.first_pos:
+        raise f.fail("in 'resume': 'seq' cannot exceed 'pos' + 'skip' (a frame has a sample)")
+    return resume
 
 
 def _parse_text(f: _Fields) -> Text:

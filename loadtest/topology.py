@@ -68,7 +68,7 @@ defaults
     timeout connect 2s
     timeout client 60s
     timeout server 60s
-    timeout http-request 10s
+    timeout http-request 5s
     timeout tunnel 1h
     timeout client-fin 5s
 

@@ -30,14 +30,16 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def settings(model_cache: Path) -> Settings:
     """Test servers admit up to 8 streams whatever this machine measures (admission control has
-    its own tests), work ahead 4 s (less than a test paragraph, so bounds stay testable) and run
-    no scheduled benchmark in the background (its tests turn it on)."""
+    its own tests), work ahead 4 s (less than a test paragraph, so bounds stay testable), run
+    no scheduled benchmark in the background (its tests turn it on) and answer to Starlette's
+    TestClient, whose Host is ``testserver``."""
     return Settings(
         cache_dir=model_cache,
         intra_op_threads=2,
         max_active_streams=8,
         work_ahead_ms=4000,
         bench_interval_s=0,
+        allowed_hosts=frozenset({"testserver"}),
     )
 
 

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
 from app import wire
-from app.access import AccessPolicy, parse_origins
+from app.access import AccessPolicy, listening_name, parse_hosts, parse_origins
 from app.service import Service
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
@@ -32,6 +32,57 @@ def test_origins_without_one_same_origin_and_listed_ones_pass() -> None:
     assert not policy.origin_allowed("https://app.example.evil.example", "tts:8000")
     assert not policy.origin_allowed("null", "tts:8000"), "sandboxed frames and files"
     assert AccessPolicy(allowed_origins=parse_origins("*")).origin_allowed("null", "tts:8000")
+
+
+def test_origins_match_by_scheme_host_and_port() -> None:
+    policy = AccessPolicy(allowed_origins=parse_origins("https://app.example:443"))
+    assert policy.origin_allowed("http://tts:8000", "tts:8000", "ws")
+    assert policy.origin_allowed("https://tts", "tts", "wss"), "TLS at the server or a proxy"
+    assert not policy.origin_allowed("https://tts:8000", "tts:8000", "http"), "another scheme"
+    assert not policy.origin_allowed("http://tts:8001", "tts:8000", "http"), "another port"
+    assert not policy.origin_allowed("http://evil.example", "evil.example:8000", "http")
+    assert policy.origin_allowed("http://[::1]:8000", "[::1]:8000", "http")
+    assert policy.origin_allowed("http://localhost", "localhost:80", "http"), "default port"
+    assert policy.origin_allowed("https://APP.example", "tts:8000", "http"), "listed"
+    assert not policy.origin_allowed("http://app.example", "tts:8000", "http"), "listed as https"
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        (None, True),  # no Host: HTTP/1.0, not a browser
+        ("localhost:8000", True),
+        ("LOCALHOST.", True),
+        ("player.localhost:8000", True),
+        ("127.0.0.1:8000", True),
+        ("[::1]:8000", True),
+        ("192.168.1.20", True),  # an address cannot be rebound
+        ("tts.example.com:8443", True),
+        ("a.corp.example", True),
+        ("corp.example", False),
+        ("evil.example", False),
+        ("evil.example:8000", False),
+        ("localhost.evil.example", False),
+        ("", False),
+        ("user@localhost", False),
+        ("localhost:http", False),
+        ("127.0.0.1:99999", False),
+    ],
+)
+def test_hosts_are_loopback_names_addresses_and_listed_names(
+    host: str | None, allowed: bool
+) -> None:
+    policy = AccessPolicy(allowed_hosts=parse_hosts("tts.example.com, *.corp.example"))
+    assert policy.host_allowed(host) is allowed
+
+
+def test_any_host_and_the_listening_name() -> None:
+    assert AccessPolicy(allowed_hosts=parse_hosts("*")).host_allowed("evil.example")
+    assert listening_name("0.0.0.0") == listening_name("::") == frozenset()
+    assert listening_name("TTS.lan") == {"tts.lan"}
+    assert AccessPolicy(allowed_hosts=listening_name("tts.lan")).host_allowed("tts.lan:8000")
+    with pytest.raises(ValueError, match="allowed host"):
+        parse_hosts("tts.example.com:8000")
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import replace
 
 import httpx
@@ -36,7 +37,8 @@ class Measured:
     ) -> None:
         self.throughput = throughput
         self.workers = workers
-        self.remaining: dict[StreamKey, float] = {}
+        self.frees_in: dict[StreamKey, float] = {}
+        """Seconds until each holder's slot frees (the pipeline's estimate)."""
         self.segment_seconds = segment_seconds
 
     def admission(self, policy: AdmissionPolicy) -> Admission:
@@ -45,7 +47,7 @@ class Measured:
             policy,
             throughput=lambda: self.throughput,
             workers=lambda: self.workers,
-            remaining_seconds=lambda k: self.remaining.get(k, 0.0),
+            frees_in=lambda k: self.frees_in.get(k, 0.0),
             segment_seconds=None if segment is None else (lambda: segment),
         )
 
@@ -127,18 +129,33 @@ async def test_streams_beyond_capacity_are_refused_busy_until_a_slot_frees() -> 
         await admission.admit(key("d"))
 
 
-def test_retry_after_estimates_when_the_first_stream_finishes_synthesizing() -> None:
+def test_retry_after_is_when_the_first_slot_frees() -> None:
     measured = Measured(throughput=2.3, workers=1)
     admission = measured.admission(AdmissionPolicy(max_streams=2))
-    measured.remaining = {key("a"): 3.0, key("b"): 1.5}
+    measured.frees_in = {key("a"): 6.0, key("b"): 3.0}
     admission._take(key("a"))
     admission._take(key("b"))
-    # b has 1.5 s of synthesis left, sharing the one session with a: done in about 3 s.
-    assert admission.retry_after_ms() == 3000
-    measured.remaining = {key("a"): 100.0, key("b"): 100.0}
+    assert admission.retry_after_ms() == 3000, "b frees its slot first"
+    measured.frees_in = {key("a"): 100.0, key("b"): 100.0}
     assert admission.retry_after_ms() == MAX_RETRY_MS
-    measured.remaining = {}
+    measured.frees_in = {}
     assert admission.retry_after_ms() == MIN_RETRY_MS
+
+
+async def test_retry_after_counts_the_slots_that_must_free_first() -> None:
+    measured = Measured(throughput=2.3, workers=1)
+    admission = measured.admission(AdmissionPolicy(max_streams=2, wait_s=30.0))
+    measured.frees_in = {key("a"): 6.0, key("b"): 3.0}
+    await admission.admit(key("a"))
+    await admission.admit(key("b"))
+    waiting = asyncio.create_task(admission.admit(key("c")))
+    await asyncio.sleep(0)  # c now waits for b's slot
+    assert admission.retry_after_ms() == 6000, "the next client after c gets a's slot"
+    admission.release(key("b"))
+    await waiting
+    admission.policy = dataclasses.replace(admission.policy, max_streams=1)  # capacity shrank
+    measured.frees_in = {key("a"): 6.0, key("c"): 2.0}
+    assert admission.retry_after_ms() == 6000, "both holders must free for one slot"
 
 
 async def test_with_a_wait_a_stream_beyond_capacity_gets_the_next_free_slot() -> None:

@@ -96,6 +96,57 @@ def test_the_page_plays_a_paragraph_completely(page: Page) -> None:
     page.screenshot(path=str(SCREENSHOT))  # the README shows the page as this test left it
 
 
+def test_the_player_plays_on_every_loopback_name(
+    settings: Settings, synthesizer: Synthesizer, browser: Browser
+) -> None:
+    """The server answers to the loopback names (its Host check refuses other names): the
+    page, its socket and a sentence on localhost, 127.0.0.1 and [::1], each over its own
+    loopback."""
+    with live_server(settings, synthesizer, host="::") as base:
+        port = base.rsplit(":", 1)[1]
+        for name in ("localhost", "127.0.0.1", "[::1]"):
+            page = browser.new_page()
+            try:
+                page.goto(f"http://{name}:{port}/")
+                page.wait_for_function("window.ttsReady === true", timeout=30_000)
+                page.fill("#text", "Hello there.")
+                page.click("#speak")
+                page.wait_for_function(
+                    "window.ttsState.doneReason !== null && window.ttsState.samplesPlayed > 0"
+                    " && window.ttsState.samplesPlayed >= 0.95 * window.ttsState.samplesReceived",
+                    timeout=60_000,
+                )
+                heard = state(page)
+            finally:
+                page.close()
+            assert heard["doneReason"] == "complete", name
+            assert heard["seqs"] == list(range(len(heard["seqs"]))), name
+
+
+def test_live_typing_that_pauses_too_long_is_spoken_then_stopped(
+    settings: Settings, synthesizer: Synthesizer, browser: Browser
+) -> None:
+    quick = dataclasses.replace(settings, stream_idle_s=1.0)
+    with live_server(quick, synthesizer) as base:
+        page = browser.new_page()
+        try:
+            page.goto(base + "/")
+            page.wait_for_function("window.ttsReady === true", timeout=30_000)
+            page.check("#live")
+            page.wait_for_function("window.ttsState.state !== 'idle'", timeout=10_000)
+            page.type("#text", "Hello there ")
+            page.wait_for_function("window.ttsState.doneReason !== null", timeout=30_000)
+            page.wait_for_function("window.ttsState.state === 'done'", timeout=30_000)
+            heard = state(page)
+            message = page.text_content("#message") or ""
+            live = page.is_checked("#live")
+        finally:
+            page.close()
+    assert heard["doneReason"] == "timeout"
+    assert heard["samplesReceived"] > 0 and heard["doneSamples"] == heard["samplesReceived"]
+    assert "live typing stopped after 1 s" in message and not live
+
+
 def test_stop_ends_the_stream_as_cancelled(page: Page) -> None:
     page.fill("#text", " ".join([PARAGRAPH] * 3))
     page.click("#speak")

@@ -32,10 +32,12 @@ from actors.messages import (
     StreamFinished,
     StreamKey,
 )
+from actors.metrics import MetricsActor
 from actors.segmentation import Boundary, TextSegment
 from actors.supervisor import Supervisor
 from actors.testing import assert_no_leaked_tasks
 from app import wire
+from app.prometheus_metrics import PrometheusMetrics
 from app.tts.engine import SAMPLE_RATE
 
 KEY = StreamKey("session-1", "s1")
@@ -105,12 +107,14 @@ def make_chunker(
     max_lead_seconds: float = NO_PACING,
     frame_sizer: FrameSizer | None = None,
     encoding: Encoding = "pcm_s16le",
+    metrics: MetricsActor | None = None,
 ) -> StreamChunker:
     return StreamChunker(
         KEY,
         send=client.send,
         demand=client.demand,
         finished=client.finished,
+        metrics=metrics,
         encoding=encoding,
         frame_sizer=frame_sizer,
         max_lead_seconds=max_lead_seconds,
@@ -256,6 +260,67 @@ async def test_done_reports_ttfa_and_rtf() -> None:
     assert done["ttfa_ms"] == 750.0  # first frame at 10.0, text at 9.25
     assert done["rtf"] == round(0.5 / (samples / SAMPLE_RATE), 4)
     assert client.results[0].ttfa_seconds == pytest.approx(0.75)
+
+
+async def test_an_end_for_want_of_text_finishes_with_its_reason() -> None:
+    client, clock = FakeClient(), FakeClock(0.0)
+    chunker = make_chunker(client, clock)
+    audio = segment_audio(0, model_audio(0.5), final=True)
+    async with Supervisor(name="test") as sup:
+        await sup.start(chunker)
+        await chunker.send(audio)
+        await chunker.send(EndMarker(segments=1, reason="timeout"))
+        done = await client.wait_done()
+    assert (done["reason"], done["samples"]) == ("timeout", len(shaped(audio)))
+    assert client.results[0].reason == "timeout"
+
+
+async def test_played_reports_are_clamped_to_what_was_sent() -> None:
+    """A client's report may not move the stream, or the metrics every stream shares, beyond
+    what the server sent it: at most one underrun per frame, no position past the last sample,
+    no more buffered than unplayed."""
+    client, clock = FakeClient(), FakeClock(0.0)
+    prometheus = PrometheusMetrics()
+    chunker = make_chunker(client, clock, metrics=MetricsActor(prometheus=prometheus))
+    audio = segment_audio(0, model_audio(0.5), final=True)
+    async with Supervisor(name="test") as sup:
+        await sup.start(chunker)
+        await chunker.send(audio)
+        await chunker.send(EndMarker(segments=1))
+        await client.wait_done()
+        frames = len(client.frames())
+        chunker.on_played(2**64 - 1, 2**64 - 1, buffered_ms=1e308)
+        assert prometheus.registry.get_sample_value("kokoro_client_underruns_total") == frames
+        assert chunker.played_samples() == chunker.sent_samples
+        chunker.on_played(-(2**63), 2**64 - 1, buffered_ms=-1.0)
+        assert prometheus.registry.get_sample_value("kokoro_client_underruns_total") == frames, (
+            "no underrun counted twice"
+        )
+        assert chunker.played_samples() == 0
+        assert chunker.client_lead_seconds() == pytest.approx(chunker.sent_samples / SAMPLE_RATE)
+
+
+async def test_a_client_that_stops_playing_what_it_holds_is_stalled() -> None:
+    client, clock = FakeClient(), FakeClock(0.0)
+    chunker = make_chunker(client, clock)
+    async with Supervisor(name="test") as sup:
+        await sup.start(chunker)
+        await chunker.send(segment_audio(0, model_audio(1.0)))  # more to come: no end yet
+        await client.wait_until(lambda: chunker.unsent_samples() == 0 and chunker.sent_samples > 0)
+        assert chunker.stalled_since() is None, "no report: real-time playback is assumed"
+        chunker.on_played(1000, 0)
+        clock.now = 1.0
+        chunker.on_played(1000, 0)
+        assert chunker.stalled_since() == 0.0, "the same position again: stalled since 0"
+        clock.now = 2.0
+        chunker.on_played(2000, 0)
+        assert chunker.stalled_since() == 2.0, "it moved on at 2"
+        chunker.on_played(chunker.sent_samples, 0)
+        assert chunker.stalled_since() is None, "it played all it got: the server is behind"
+        chunker.on_played(2000, 0)
+        await chunker.send(EndMarker(segments=1))
+        await client.wait_done()
+        assert chunker.stalled_since() is None, "synthesis is complete: no slot held"
 
 
 async def test_segments_out_of_order_are_sent_in_order() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import soundfile as sf
 from starlette.testclient import TestClient
@@ -17,6 +18,7 @@ from app.server import create_app
 from app.service import Phase, Service
 from app.settings import Settings
 from app.tts.engine import Engine
+from app.tts.normalize import NormalizedText
 from app.tts.synthesizer import SpeechResult, Synthesizer
 
 pytestmark = pytest.mark.model
@@ -150,12 +152,19 @@ class GatedSynthesizer(Synthesizer):
         self.gate.wait(timeout=60)
         return super().warm_up(voice, engine)
 
-    def speak_blocking(
-        self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
+    def render(
+        self,
+        text: str | NormalizedText,
+        voice: str,
+        speed: float,
+        run_options: ort.RunOptions | None = None,
+        engine: Engine | None = None,
+        *,
+        timestamps: bool = False,
     ) -> SpeechResult:
         self.entered.set()
         self.gate.wait(timeout=60)
-        return super().speak_blocking(text, voice, speed, timestamps=timestamps)
+        return super().render(text, voice, speed, run_options, engine, timestamps=timestamps)
 
 
 def test_ready_is_503_until_warm(settings: Settings, synthesizer: Synthesizer) -> None:

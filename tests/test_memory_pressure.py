@@ -96,7 +96,7 @@ async def test_admission_halves_capacity_then_refuses_new_streams(
         AdmissionPolicy(max_streams=4),
         throughput=lambda: 1.0,
         workers=lambda: 1,
-        remaining_seconds=lambda key: 1.0,
+        frees_in=lambda key: 1.0,
         memory=monitor,
     )
     keys = [StreamKey("connection", name) for name in "abcd"]

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import cast
 
+import pytest
+
 from actors.inference import InferenceActor
 from actors.messages import (
     CancelStream,
@@ -427,14 +429,24 @@ async def test_a_job_that_ran_with_a_worker_idle_does_not_count_towards_throughp
     assert scheduler.throughput() == 3.0
 
 
-async def test_remaining_seconds_counts_queued_and_running_characters() -> None:
+async def test_remaining_chars_counts_queued_and_running_characters() -> None:
     clock = FakeClock(0.0)
     scheduler, _ = make_scheduler("w0", clock=clock)
     await scheduler.handle(job(A, 0, received_at=0.0))
     await scheduler.handle(job(A, 1, received_at=0.0))
-    chars = 2 * len("words 0")
-    assert scheduler.remaining_seconds(A) == chars * scheduler.seconds_per_char
-    assert scheduler.remaining_seconds(B) == 0.0
+    assert scheduler.remaining_chars(A) == 2 * len("words 0")
+    assert scheduler.remaining_chars(B) == 0
+
+
+async def test_jobs_teach_the_scheduler_seconds_and_audio_per_character() -> None:
+    scheduler, _ = make_scheduler("w0", clock=FakeClock(0.0))
+    before = scheduler.audio_per_char
+    for _ in range(20):
+        await scheduler.handle_control(
+            WorkerIdle("w0", gen_seconds=0.5, chars=50, audio_seconds=5.0)
+        )
+    assert scheduler.seconds_per_char == pytest.approx(0.01, rel=0.01)
+    assert scheduler.audio_per_char == pytest.approx(0.1, rel=0.01) != before
 
 
 async def test_replaced_workers_take_no_new_job_and_retire_when_idle() -> None:

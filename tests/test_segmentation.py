@@ -256,11 +256,41 @@ def test_long_text_without_punctuation_is_cut_at_word_boundaries_within_the_caps
     assert max(len(s.text) for s in segments) > 100
 
 
-def test_a_token_longer_than_max_chars_goes_alone() -> None:
-    url = "https://example.com/" + "a" * 80
+def test_a_token_longer_than_max_chars_is_cut_into_pieces_of_max_chars() -> None:
+    url = "https://example.com/" + "a" * 110
     policy = replace(POLICY, first_max_chars=50, max_chars=50)
     segments = run(f"Open this link {url} and then wait.", policy=policy)
-    assert texts_of(segments) == ["Open this link", url, "and then wait."]
+    pieces = [url[:50], url[50:100]]  # the rest of the token is short enough to go on as usual
+    assert texts_of(segments) == ["Open this link", *pieces, f"{url[100:]} and then wait."]
+    assert all(len(segment.text) <= policy.max_chars for segment in segments)
+    for segment in segments:
+        assert (
+            segment.text
+            == f"Open this link {url} and then wait."[segment.char_start : segment.char_end]
+        )
+
+
+def test_a_twenty_thousand_digit_number_makes_segments_of_at_most_max_chars() -> None:
+    digits = "7" * 20_000
+    segments = run(f"Call {digits} now.")
+    assert max(len(segment.text) for segment in segments) == POLICY.max_chars
+    text = f"Call {digits} now."
+    assert all(text[s.char_start : s.char_end] == s.text for s in segments)
+    assert "".join(s.text for s in segments).replace(" ", "") == f"Call{digits}now."
+
+
+def test_a_resume_point_takes_constant_time_and_the_limits_segment_k_has() -> None:
+    """A resume point is client input: segment 2**31 - 1 costs what segment 60 does, because the
+    limits stop growing at their caps long before."""
+    far = Segmenter(POLICY, first_index=2**31 - 1)
+    near = Segmenter(POLICY, first_index=60)
+    for segmenter in (far, near):
+        assert (segmenter._limit, segmenter._char_limit) == (POLICY.max_words, POLICY.max_chars)
+    text = "One two three four five. Six seven eight nine ten, eleven twelve."
+    assert texts_of(far.feed(text) + far.end()) == texts_of(near.feed(text) + near.end())
+    assert [s.index for s in Segmenter(POLICY, first_index=7).end()] == []
+    resumed = Segmenter(POLICY, first_index=7)
+    assert [s.index for s in resumed.feed("A b c d. ") + resumed.end()] == [7]
 
 
 def test_the_character_limit_keeps_early_segments_of_long_words_short() -> None:

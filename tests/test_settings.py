@@ -80,6 +80,25 @@ def test_admission_and_admin_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "s3cret" not in repr(settings), "the token stays out of logs"
 
 
+def test_client_limit_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.stream_idle_s, defaults.request_timeout_s) == (30.0, 5.0)
+    assert (defaults.max_body_bytes, defaults.allowed_hosts) == (65536, frozenset())
+    monkeypatch.setenv("KOKORO_STREAM_IDLE_S", "12.5")
+    monkeypatch.setenv("KOKORO_REQUEST_TIMEOUT_S", "2")
+    monkeypatch.setenv("KOKORO_MAX_BODY_BYTES", "4096")
+    monkeypatch.setenv("KOKORO_ALLOWED_HOSTS", "TTS.example.com., *.corp.example")
+    settings = Settings.from_env()
+    assert (settings.stream_idle_s, settings.request_timeout_s) == (12.5, 2.0)
+    assert settings.max_body_bytes == 4096
+    assert settings.allowed_hosts == {"tts.example.com", "*.corp.example"}
+    for name, value in (("STREAM_IDLE_S", "0"), ("ALLOWED_HOSTS", "http://tts:8000")):
+        monkeypatch.setenv(f"KOKORO_{name}", value)
+        with pytest.raises(ValueError, match=name if name == "STREAM_IDLE_S" else "allowed host"):
+            Settings.from_env()
+        monkeypatch.delenv(f"KOKORO_{name}")
+
+
 def test_benchmark_schedule_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KOKORO_BENCH_INTERVAL_S", "600")
     monkeypatch.setenv("KOKORO_BENCH_QUIET_S", "2.5")

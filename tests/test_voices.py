@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from app.errors import BadVoiceSpecError, UnknownVoiceError, VoiceFileError
-from app.tts.voices import BlendPart, VoiceBank, VoiceInfo, parse_voice_spec
+from app.tts.voices import (
+    MAX_BLEND_PARTS,
+    MAX_VOICE_CHARS,
+    BlendPart,
+    VoiceBank,
+    VoiceInfo,
+    parse_voice_spec,
+)
 
 EMBEDDED = ["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo"]
 
@@ -41,6 +48,11 @@ def test_voice_info_from_prefix(name: str, language: str, gender: str) -> None:
         ("jf_alpha:0.7+jm_kumo:0.3", (BlendPart("jf_alpha", 0.7), BlendPart("jm_kumo", 0.3))),
         ("jf_alpha+jm_kumo", (BlendPart("jf_alpha", 0.5), BlendPart("jm_kumo", 0.5))),
         (" jf_alpha : 2 + jm_kumo : 2 ", (BlendPart("jf_alpha", 0.5), BlendPart("jm_kumo", 0.5))),
+        ("jf_alpha:1e308+jm_kumo:1e308", (BlendPart("jf_alpha", 0.5), BlendPart("jm_kumo", 0.5))),
+        (
+            "jf_alpha:3e-320+jm_kumo:1e-320",
+            (BlendPart("jf_alpha", 0.75), BlendPart("jm_kumo", 0.25)),
+        ),
     ],
 )
 def test_parse_voice_spec_normalises_weights(spec: str, parts: tuple[BlendPart, ...]) -> None:
@@ -56,6 +68,26 @@ def test_parse_voice_spec_normalises_weights(spec: str, parts: tuple[BlendPart, 
 def test_bad_voice_specs_are_rejected(spec: str) -> None:
     with pytest.raises(BadVoiceSpecError):
         parse_voice_spec(spec)
+
+
+def test_voice_strings_are_bounded_before_they_are_parsed() -> None:
+    parts = "+".join(["jf_alpha"] * (MAX_BLEND_PARTS + 1))
+    with pytest.raises(BadVoiceSpecError, match=f"at most {MAX_BLEND_PARTS} voices"):
+        parse_voice_spec(parts)
+    assert len(parse_voice_spec("+".join(["jf_alpha"] * MAX_BLEND_PARTS))) == MAX_BLEND_PARTS
+    with pytest.raises(BadVoiceSpecError, match=f"at most {MAX_VOICE_CHARS} characters"):
+        parse_voice_spec("x" * (MAX_VOICE_CHARS + 1))
+    with pytest.raises(BadVoiceSpecError, match="at most") as raised:
+        parse_voice_spec("jf_alpha:" + "1" * 1_000_000)
+    assert len(raised.value.message) < 200
+
+
+def test_errors_quote_only_a_prefix_of_the_voice(bank: VoiceBank) -> None:
+    name = "z" * MAX_VOICE_CHARS
+    for spec in (name, f"jf_alpha:{name}", f"{name}:-1"):
+        with pytest.raises((BadVoiceSpecError, UnknownVoiceError)) as raised:
+            bank.check(spec)
+        assert len(raised.value.message) < 200, spec
 
 
 def test_unknown_voice_lists_the_valid_ones(bank: VoiceBank) -> None:

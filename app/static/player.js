@@ -385,6 +385,12 @@ function onDone(msg) {
       setState("error");
     }
   }
+  if (msg.reason === "timeout") {
+    // The server ends a stream that goes without text for `limits.stream_idle_s`; what was
+    // typed has been spoken.
+    const idle = serverInfo && serverInfo.limits ? serverInfo.limits.stream_idle_s : null;
+    showMessage(`live typing stopped after ${idle ? `${idle} s` : "a while"} without a word; tick it to go on`, false);
+  }
   if (cur.live) setLive(false, { sendEnd: false });
 }
 
@@ -413,7 +419,8 @@ function onWorkletStatus(st) {
   S.bufferedMs = (st.buffered / SAMPLE_RATE) * 1000;
   S.underruns = st.underruns;
   S.started = st.started;
-  if (st.drained && S.doneReason === "complete" && (S.state === "playing" || S.state === "connecting")) {
+  const finished = S.doneReason === "complete" || S.doneReason === "timeout";
+  if (st.drained && finished && (S.state === "playing" || S.state === "connecting")) {
     setState("done");
   }
   history.push({ t: performance.now(), buffered: S.bufferedMs, frame: S.frameMs ?? 0 });

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -156,7 +157,7 @@ class Synthesizer:
 
     def render(
         self,
-        text: str,
+        text: str | NormalizedText,
         voice: str,
         speed: float,
         run_options: ort.RunOptions | None = None,
@@ -164,11 +165,12 @@ class Synthesizer:
         *,
         timestamps: bool = False,
     ) -> SpeechResult:
-        """Plan and synthesize ``text`` on the calling thread (no argument checks).
+        """Plan and synthesize ``text`` (normalised here unless it already is) on the calling
+        thread (no argument checks).
 
         With ``timestamps`` the result carries word timings (none where the model does not
         report durations)."""
-        normalized = normalize(text)
+        normalized = text if isinstance(text, NormalizedText) else normalize(text)
         chunks = self._plan(normalized)
         return self._render(
             normalized,
@@ -293,13 +295,25 @@ class Synthesizer:
             self.check_timestamps()
 
     async def speak(
-        self, text: str, voice: str, speed: float = 1.0, *, timestamps: bool = False
+        self,
+        text: str | NormalizedText,
+        voice: str,
+        speed: float = 1.0,
+        *,
+        timestamps: bool = False,
     ) -> SpeechResult:
         """Synthesize on the engine's thread; voice, speed and timestamp errors are raised
-        before queueing."""
+        before queueing. Cancelling the call stops the work: a call still queued never runs,
+        and a running one is terminated in its current model call (``RunOptions.terminate``;
+        later calls of the text then end at once)."""
         self.check_request(voice, speed, timestamps=timestamps)
-        render = partial(self.speak_blocking, text, voice, speed, timestamps=timestamps)
-        return await self.engine.call(render)
+        options = ort.RunOptions()
+        render = partial(self.render, text, voice, speed, options, timestamps=timestamps)
+        try:
+            return await self.engine.call(render)
+        except asyncio.CancelledError:
+            options.terminate = True
+            raise
 
     def warm_up(self, voice: str, engine: Engine | None = None) -> SpeechResult:
         """One synthesis so the first real request does not pay ONNX Runtime's first-run costs

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from app.errors import BadVoiceSpecError, UnknownVoiceError, VoiceFileError
+from app.errors import BadVoiceSpecError, UnknownVoiceError, VoiceFileError, excerpt
 
 StyleVector = npt.NDArray[np.float32]
 VoicePack = npt.NDArray[np.float32]
@@ -35,6 +35,10 @@ LANGUAGES = {
     "z": "zh",
 }
 GENDERS = {"f": "female", "m": "male"}
+MAX_VOICE_CHARS = 256
+"""Longest voice string (a name or a blend); a request's voice is parsed before anything else."""
+MAX_BLEND_PARTS = 8
+"""Most voices one blend may mix."""
 
 
 def embedded_voices_path() -> Path:
@@ -65,10 +69,20 @@ class BlendPart:
 
 
 def parse_voice_spec(spec: str) -> tuple[BlendPart, ...]:
-    """Parse ``name`` or ``name:w+name:w``; weights are normalised to sum to one."""
+    """Parse ``name`` or ``name:w+name:w``; weights are normalised to sum to one.
+
+    At most ``MAX_VOICE_CHARS`` characters and ``MAX_BLEND_PARTS`` parts, checked before the
+    string is split; any positive finite weights work, however large or small (they are scaled
+    by the largest before they are summed)."""
+    if len(spec) > MAX_VOICE_CHARS:
+        raise BadVoiceSpecError(f"a voice is at most {MAX_VOICE_CHARS} characters; got {len(spec)}")
+    if spec.count("+") >= MAX_BLEND_PARTS:
+        raise BadVoiceSpecError(f"a blend mixes at most {MAX_BLEND_PARTS} voices")
     pieces = [piece.strip() for piece in spec.split("+")]
     if not spec.strip() or any(not piece for piece in pieces):
-        raise BadVoiceSpecError(f"invalid voice {spec!r}: expected 'name' or 'name:0.7+name:0.3'")
+        raise BadVoiceSpecError(
+            f"invalid voice {excerpt(spec)}: expected 'name' or 'name:0.7+name:0.3'"
+        )
     parts: list[tuple[str, float]] = []
     for piece in pieces:
         name, sep, weight_text = piece.partition(":")
@@ -79,15 +93,19 @@ def parse_voice_spec(spec: str) -> tuple[BlendPart, ...]:
                 weight = float(weight_text)
             except ValueError:
                 raise BadVoiceSpecError(
-                    f"invalid weight {weight_text!r} for voice {name!r} in {spec!r}"
+                    f"invalid weight {excerpt(weight_text)} for voice {excerpt(name)}"
                 ) from None
         if not name:
-            raise BadVoiceSpecError(f"invalid voice {spec!r}: empty voice name")
+            raise BadVoiceSpecError(f"invalid voice {excerpt(spec)}: empty voice name")
         if not math.isfinite(weight) or weight <= 0:
-            raise BadVoiceSpecError(f"weight of {name!r} must be a positive number, got {weight}")
+            raise BadVoiceSpecError(
+                f"weight of {excerpt(name)} must be a positive number, got {weight}"
+            )
         parts.append((name, weight))
-    total = sum(weight for _, weight in parts)
-    return tuple(BlendPart(name, weight / total) for name, weight in parts)
+    largest = max(weight for _, weight in parts)
+    scaled = [(name, weight / largest) for name, weight in parts]  # in (0, 1]: the sum is finite
+    total = sum(weight for _, weight in scaled)
+    return tuple(BlendPart(name, weight / total) for name, weight in scaled)
 
 
 class VoiceBank:
@@ -133,7 +151,7 @@ class VoiceBank:
         unknown = [part.name for part in parts if part.name not in self._packs]
         if unknown:
             raise UnknownVoiceError(
-                f"unknown voice {', '.join(map(repr, unknown))}; "
+                f"unknown voice {', '.join(map(excerpt, unknown))}; "
                 f"valid voices: {', '.join(self._packs)}"
             )
         return parts
