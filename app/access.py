@@ -113,7 +113,8 @@ class AccessPolicy:
 
     api_key: str | None = None
     allowed_origins: frozenset[str] = frozenset()
-    """Origins (``scheme://host[:port]``) allowed besides the server's own; ``*`` allows all."""
+    """Origins allowed besides the server's own, as ``parse_origins`` spells them; ``*`` allows
+    all."""
     allowed_hosts: frozenset[str] = frozenset()
     """Host names answered besides loopback names and addresses (``*.example.com``: its
     subdomains; ``*``: any Host)."""
@@ -142,9 +143,7 @@ class AccessPolicy:
         given = origin_of(origin)
         if given is None:
             return False
-        if given == request_origin(scheme, host):
-            return True
-        return any(origin_of(listed) == given for listed in self.allowed_origins)
+        return given == request_origin(scheme, host) or spelled(given) in self.allowed_origins
 
     def key_accepted(self, headers: Headers, subprotocols: Iterable[str] = ()) -> bool:
         """Without a configured key, always; else the bearer header or subprotocol matches."""
@@ -161,9 +160,11 @@ class AccessPolicy:
         return any(hmac.compare_digest(token.encode(), expected) for token in offered)
 
 
-def normalize_origin(origin: str) -> str:
-    """``scheme://host[:port]`` in lower case, without a trailing slash."""
-    return origin.strip().rstrip("/").lower()
+def spelled(origin: Origin) -> str:
+    """One spelling per origin, ``scheme://host:port`` with the port always given: the form
+    the allow-list is kept in, so that a lookup compares scheme, host and port."""
+    scheme, host, port = origin
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def parse_origins(value: str) -> frozenset[str]:
@@ -172,9 +173,13 @@ def parse_origins(value: str) -> frozenset[str]:
     for entry in (part.strip() for part in value.split(",")):
         if not entry:
             continue
-        if entry != ANY_ORIGIN and origin_of(entry) is None:
+        if entry == ANY_ORIGIN:
+            origins.add(ANY_ORIGIN)
+            continue
+        origin = origin_of(entry)
+        if origin is None:
             raise ValueError(f"an allowed origin is scheme://host[:port], got {entry!r}")
-        origins.add(normalize_origin(entry))
+        origins.add(spelled(origin))
     return frozenset(origins)
 
 
