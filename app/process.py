@@ -1,7 +1,9 @@
-"""Facts about the server process itself (for ``/v1/stats`` and load-test reports)."""
+"""Facts about the server process itself (for ``/v1/stats`` and load-test reports), and handing
+its free heap back to the system."""
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import sys
 from pathlib import Path
@@ -41,3 +43,17 @@ def reset_peak_rss() -> bool:
 def peak_rss_bytes() -> int | None:
     """The resident peak since the process started or ``reset_peak_rss`` (Linux)."""
     return _status_bytes("VmHWM")
+
+
+def trim_heap() -> bool:
+    """Hand the C heap's free memory back to the system (glibc's ``malloc_trim``).
+
+    Memory freed inside the heap stays resident until the heap's top is free as well: loading
+    the model (its graph parsed, edited and serialised) and a long call's arena, once released,
+    leave hundreds of megabytes of it. The server trims after warming up and after a memory
+    pressure release. Returns False where the C library has no such call (musl, macOS)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)
+    return True

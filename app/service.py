@@ -26,6 +26,7 @@ from app.memory_pressure import MemoryMonitor, PressureActions
 from app.pipeline import FallbackPolicy, Pipeline
 from app.plan_loader import PlanChoice, load_for_serving
 from app.plan_swap import PlanSwapper, warm_engines
+from app.process import trim_heap
 from app.prometheus_metrics import PrometheusMetrics
 from app.providers import short_name
 from app.scheduled_bench import BenchTarget, ScheduledBenchmark
@@ -191,11 +192,16 @@ class Service:
 
     async def _release_arenas(self) -> None:
         """Under memory pressure: sessions (new ones after a swap too) shrink after each call,
-        and any whose arena still holds an earlier call's peak gives it back now."""
+        and any whose arena still holds an earlier call's peak gives it back now, down to the
+        system (``trim_heap``)."""
+        released = False
         for engine in self._engines():
             engine.shrink_arena = True
             if engine.arena_dirty:
                 await engine.call(engine.release_arena)
+                released = True
+        if released:
+            await asyncio.to_thread(trim_heap)
 
     def shutdown(self) -> None:
         """Ask ``run`` to stop the pipeline and return."""
@@ -216,6 +222,7 @@ class Service:
             voice = self.settings.default_voice
             warm_rate = await warm_engines(synthesizer, synthesizer.engines, voice)
             initial_rate = self._benchmarked_rate() or warm_rate
+            await asyncio.to_thread(trim_heap)  # what loading the model freed
             self.startup_seconds["warm_up"] = time.perf_counter() - started
         except TTSError as error:
             self._fail(error.message)

@@ -25,7 +25,7 @@ from app.memory_pressure import (
     PressureLevel,
     read_memory,
 )
-from app.process import rss_bytes
+from app.process import rss_bytes, trim_heap
 from app.settings import Settings
 from app.tts.synthesizer import Synthesizer
 from tests.cgroups import MemoryCgroup
@@ -160,6 +160,22 @@ def test_releasing_an_idle_arena_gives_its_peak_back(synthesizer: Synthesizer) -
     assert grown - small > 150 << 20, (small >> 20, grown >> 20)
     assert released - small < (grown - small) / 3, (small >> 20, grown >> 20, released >> 20)
     assert shrunk_after_call - small < (grown - small) / 3
+
+
+def test_trimming_the_heap_hands_freed_blocks_back() -> None:
+    """Blocks freed below the heap's top stay resident until the heap is trimmed."""
+    trim_heap()  # what earlier tests freed must not serve these blocks without faulting pages
+    before = rss_bytes()
+    blocks: list[bytearray | None] = [bytearray(50_000) for _ in range(4000)]  # 200 MB in the heap
+    top = blocks[-1]  # the last block stays in use: the heap cannot shrink from its end
+    for index in range(len(blocks) - 1):
+        blocks[index] = None
+    freed = rss_bytes()
+    assert trim_heap()
+    trimmed = rss_bytes()
+    assert top is not None
+    assert freed - before > 150 << 20, "the freed blocks were still resident"
+    assert freed - trimmed > 150 << 20, f"{freed >> 20} MB before the trim, {trimmed >> 20} after"
 
 
 class PeakSampler:
