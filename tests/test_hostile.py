@@ -564,9 +564,9 @@ def test_the_player_is_served_on_every_loopback_name(hostile: Hostile, host: str
 
 def test_connections_that_never_finish_a_request_head_are_closed(hostile: Hostile) -> None:
     head = b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+    opened = time.monotonic()  # before the first connects: no deadline can start earlier
     partial = [hostile.raw(head) for _ in range(40)]
     silent = [hostile.raw(b"") for _ in range(10)]
-    opened = time.monotonic()
     for sock in partial:
         sock.sendall(b"a")  # a byte of header now and then does not put the deadline off
     closed_after: list[float] = []
