@@ -32,6 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 from app import wire
 from app.settings import Settings
 from tests.live import BystanderLog, ReadyWatch, bystander, server_process, watch_ready
+from tests.test_prometheus import samples
 
 pytestmark = pytest.mark.model
 
@@ -98,10 +99,8 @@ class Hostile:
         return body
 
     def metric(self, name: str) -> float:
-        for line in httpx.get(f"{self.base}/metrics", timeout=10).text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        raise AssertionError(f"no metric {name}")
+        """An unlabelled sample of the server's ``/metrics``."""
+        return samples(httpx.get(f"{self.base}/metrics", timeout=10).text)[(name, ())]
 
     def raw(self, head: bytes, body: bytes = b"") -> socket.socket:
         """A raw HTTP connection that has sent ``head`` (and ``body``), for what no client
